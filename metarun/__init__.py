@@ -1,0 +1,3 @@
+"""metarun: a config-driven experiment runner for meta-learning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,103 @@
+"""Episode sources: where tasks come from, one per split (train / val / test).
+
+Every source draws episodes from a ``torch.Generator`` it is handed, so the meta-training
+stream is reproducible (and resumable: the trainer checkpoints the generator), and the
+validation/test episodes are a fixed list that depends only on the seed, the split and the
+episode shape -- identical for every algorithm, so results can be compared episode by episode.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from metarun.tasks import Task, TaskBatch
+
+
+class EpisodeSource:
+    """Base class. Subclasses implement ``sample``."""
+
+    metric: str  # "accuracy" (higher is better) or "mse" (lower is better)
+    kind: str  # "image" or "regression"
+
+    def sample(self, generator: torch.Generator, n_tasks: int, ways: int, shots: int,
+               queries: int) -> TaskBatch:
+        raise NotImplementedError
+
+    def fixed_episodes(self, n: int, seed: int, ways: int, shots: int,
+                       queries: int) -> Iterator[Task]:
+        """The same ``n`` episodes for a given seed, drawn one at a time so that episode i
+        does not depend on how many are requested or how they are batched later."""
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            yield self.sample(generator, 1, ways, shots, queries)[0]
+
+
+class FewShotImageSource(EpisodeSource):
+    """N-way K-shot classification episodes drawn by indexing a uint8 image tensor.
+
+    ``class_images[c]`` lists the indices (into ``images``) of class c's images, and
+    ``class_rotation[c]`` the number of quarter turns applied to them, so a rotated copy of a
+    character is a class of its own without storing rotated images.
+    """
+
+    metric = "accuracy"
+    kind = "image"
+
+    def __init__(self, images: torch.Tensor, class_images: list[torch.Tensor],
+                 class_rotation: torch.Tensor | None = None):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor N x C x H x W")
+        self.images = images
+        counts = torch.tensor([len(c) for c in class_images])
+        self.table = torch.zeros(len(class_images), int(counts.max()), dtype=torch.long)
+        for c, idx in enumerate(class_images):
+            self.table[c, : len(idx)] = idx
+        self.counts = counts
+        self.rotation = (class_rotation if class_rotation is not None
+                         else torch.zeros(len(class_images), dtype=torch.long))
+
+    @property
+    def n_classes(self) -> int:
+        return self.table.shape[0]
+
+    @property
+    def min_images_per_class(self) -> int:
+        return int(self.counts.min())
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def to(self, device) -> "FewShotImageSource":
+        self.images = self.images.to(device)
+        return self
+
+    def draw(self, generator: torch.Generator, n_tasks: int, ways: int,
+             per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class ids [T, ways] (distinct within a task, in random label order) and image ids
+        [T, ways, per_class] (distinct within a class)."""
+        classes = torch.rand(n_tasks, self.n_classes, generator=generator).argsort(dim=1)[:, :ways]
+        keys = torch.rand(n_tasks, ways, self.table.shape[1], generator=generator)
+        beyond = torch.arange(self.table.shape[1]) >= self.counts[classes].unsqueeze(-1)
+        keys[beyond] = 2.0  # slots past a class's last image sort last and are never picked
+        slots = keys.argsort(dim=-1)[..., :per_class]
+        return classes, self.table[classes.unsqueeze(-1), slots]
+
+    def sample(self, generator, n_tasks, ways, shots, queries) -> TaskBatch:
+        classes, picks = self.draw(generator, n_tasks, ways, shots + queries)
+        x = self.images[picks.to(self.images.device)]  # T, W, P, C, H, W
+        rotation = self.rotation[classes].to(x.device)
+        for k in (1, 2, 3):
+            turned = rotation == k
+            if turned.any():
+                x[turned] = torch.rot90(x[turned], k, dims=(-2, -1))
+        x = x.float().div_(255.0)
+        t = n_tasks
+        labels = torch.arange(ways, device=x.device)
+        return TaskBatch(
+            support_x=x[:, :, :shots].reshape(t, ways * shots, *x.shape[3:]),
+            support_y=labels.repeat_interleave(shots).expand(t, -1),
+            query_x=x[:, :, shots:].reshape(t, ways * queries, *x.shape[3:]),
+            query_y=labels.repeat_interleave(queries).expand(t, -1),
+        )
