@@ -7,6 +7,7 @@ episode shape -- identical for every algorithm, so results can be compared episo
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Iterator
 
 import torch
@@ -24,13 +25,19 @@ class EpisodeSource:
                queries: int) -> TaskBatch:
         raise NotImplementedError
 
-    def fixed_episodes(self, n: int, seed: int, ways: int, shots: int,
+    def fixed_episodes(self, n: int, seed: int, split: str, ways: int, shots: int,
                        queries: int) -> Iterator[Task]:
-        """The same ``n`` episodes for a given seed, drawn one at a time so that episode i
-        does not depend on how many are requested or how they are batched later."""
-        generator = torch.Generator().manual_seed(seed)
+        """The same ``n`` episodes for a given (seed, split), drawn one at a time so that
+        episode i does not depend on how many are requested or how they are batched later.
+        The split enters the seed so that validation and test episodes differ even where
+        both splits draw from one task family (sinusoid)."""
+        generator = torch.Generator().manual_seed(split_seed(seed, split))
         for _ in range(n):
             yield self.sample(generator, 1, ways, shots, queries)[0]
+
+
+def split_seed(seed: int, split: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{split}".encode()).digest()[:8], "little") >> 1
 
 
 class FewShotImageSource(EpisodeSource):

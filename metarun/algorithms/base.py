@@ -1,0 +1,45 @@
+"""The one interface every meta-learner implements; the trainer knows nothing else about it."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarun.tasks import Task, TaskBatch
+
+
+class MetaLearner(nn.Module):
+    """A meta-learner owns its meta-parameters (``self.parameters()``).
+
+    ``meta_train_step`` computes the meta-gradient of one outer update into the parameters'
+    ``.grad`` and returns metrics; the trainer zeroes the gradients before and applies the
+    optimiser after, so checkpointing, schedules and logging are the same for every algorithm.
+    """
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind  # "image" (classification) or "regression"
+        # whether a query prediction depends on the other query examples (batch-norm statistics)
+        self.transductive = False
+
+    def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.kind == "regression":
+            return F.mse_loss(prediction, target)
+        return F.cross_entropy(prediction, target)
+
+    def task_metrics(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        metrics = {"loss": float(self.task_loss(prediction, target))}
+        if self.kind != "regression":
+            metrics["acc"] = float((prediction.argmax(-1) == target).float().mean())
+        return metrics
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def adapt_and_predict(self, task: Task) -> torch.Tensor:
+        """Query predictions (logits or regression values) after adapting on the support set."""
+        raise NotImplementedError
+
+
+def mean_metrics(per_task: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(m[k] for m in per_task) / len(per_task) for k in per_task[0]}

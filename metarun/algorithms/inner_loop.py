@@ -1,0 +1,30 @@
+"""The differentiable inner loop shared by the optimisation-based learners.
+
+Parameters are a plain ``{name: tensor}`` dict evaluated with ``torch.func.functional_call``:
+no module is cloned and the meta-parameters are never updated in place, so the outer
+gradient flows through every inner step (or, first-order, through the last one only).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+Params = dict[str, torch.Tensor]
+
+
+def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+              loss_fn: Callable, lr: float, steps: int, create_graph: bool) -> Params:
+    """``steps`` steps of gradient descent on ``loss_fn(model(x), y)`` from ``params``.
+
+    ``create_graph=True`` keeps the graph of each step, so the result is differentiable
+    to second order in ``params`` (MAML); ``False`` treats the inner gradients as constants
+    (first-order MAML).
+    """
+    for _ in range(steps):
+        loss = loss_fn(functional_call(model, params, (x,)), y)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+        params = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
+    return params

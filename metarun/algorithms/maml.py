@@ -1,0 +1,74 @@
+"""MAML and first-order MAML (Finn, Abbeel & Levine 2017, Algorithm 2).
+
+    for each task T_i in the meta-batch:
+        theta_i' = theta - alpha * grad_theta L_{T_i}^{support}(f_theta)      (inner steps)
+    theta <- theta - beta * grad_theta sum_i L_{T_i}^{query}(f_{theta_i'})   (outer step, trainer's optimiser)
+
+The outer gradient is back-propagated task by task (each task's graph is freed before the next
+is built), so second-order MAML needs the memory of one task, not of the whole meta-batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.inner_loop import inner_sgd
+from metarun.tasks import Task, TaskBatch
+
+# Query images evaluated at once in the non-transductive protocol (memory only; results equal).
+QUERY_CHUNK = 64
+
+
+def batch_statistics_only(model: nn.Module) -> bool:
+    """Make every batch-norm layer normalise with the statistics of the batch it is given, as
+    MAML does (running averages are meaningless across tasks); returns whether there was one."""
+    found = False
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+            found = True
+    return found
+
+
+class MAML(MetaLearner):
+    def __init__(self, backbone: nn.Module, n_outputs: int, kind: str, cfg):
+        super().__init__(kind)
+        self.model = nn.Sequential(backbone, nn.Linear(backbone.out_features, n_outputs))
+        self.has_batchnorm = batch_statistics_only(self.model)
+        self.first_order = cfg.first_order
+        self.inner_lr = cfg.inner_lr
+        self.inner_steps = cfg.inner_steps
+        self.eval_inner_steps = cfg.eval_inner_steps
+        self.transductive_bn = cfg.transductive_bn
+        self.transductive = self.has_batchnorm and cfg.transductive_bn
+
+    def adapt(self, task: Task, steps: int, create_graph: bool):
+        params = dict(self.model.named_parameters())
+        return inner_sgd(self.model, params, task.support_x, task.support_y, self.task_loss,
+                         self.inner_lr, steps, create_graph)
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        per_task = []
+        for task in batch:
+            fast = self.adapt(task, self.inner_steps, create_graph=not self.first_order)
+            prediction = functional_call(self.model, fast, (task.query_x,))
+            (self.task_loss(prediction, task.query_y) / len(batch)).backward()
+            per_task.append(self.task_metrics(prediction.detach(), task.query_y))
+        return mean_metrics(per_task)
+
+    def adapt_and_predict(self, task: Task) -> torch.Tensor:
+        with torch.enable_grad():
+            fast = {k: v.detach() for k, v in
+                    self.adapt(task, self.eval_inner_steps, create_graph=False).items()}
+        if self.transductive_bn or not self.has_batchnorm:
+            return functional_call(self.model, fast, (task.query_x,))
+
+        def predict_one(query_image):
+            # batch statistics of the support set plus this one query image (Nichol et al. 2018)
+            batch = torch.cat([task.support_x, query_image.unsqueeze(0)])
+            return functional_call(self.model, fast, (batch,))[-1]
+
+        return vmap(predict_one, chunk_size=QUERY_CHUNK)(task.query_x)

@@ -1,0 +1,19 @@
+"""Feature extractors. Each maps an input to a flat feature vector of ``out_features``."""
+from __future__ import annotations
+
+from torch import nn
+
+from metarun.backbones.conv4 import Conv4
+from metarun.backbones.mlp import MLP
+from metarun.errors import ConfigError
+
+BACKBONES = {"conv4": "image", "mlp": "regression"}
+
+
+def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
+    if cfg.name == "conv4":
+        return Conv4(in_channels=input_shape[0], channels=cfg.channels, blocks=cfg.blocks,
+                     image_size=input_shape[-1], channels_last=cfg.channels_last)
+    if cfg.name == "mlp":
+        return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
+    raise ConfigError("backbone.name", cfg.name, f"one of {', '.join(BACKBONES)}")

@@ -1,0 +1,39 @@
+"""The 4-block convolutional embedding of Vinyals et al. 2016, used by MAML and ProtoNets."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """[3x3 conv, batch norm, ReLU, 2x2 max-pool] x blocks, flattened. 28x28 -> 64 features."""
+
+    def __init__(self, in_channels: int, channels: int, blocks: int, image_size: int,
+                 channels_last: bool):
+        super().__init__()
+        self.channels_last = channels_last
+        layers, c = [], in_channels
+        for _ in range(blocks):
+            layers.append(conv_block(c, channels))
+            c = channels
+        self.features = nn.Sequential(*layers)
+        side = image_size
+        for _ in range(blocks):
+            side //= 2
+        self.out_features = channels * side * side
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.features(x).flatten(1)

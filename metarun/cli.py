@@ -1,0 +1,131 @@
+"""``metarun``: the Hydra entry point. Composes conf/, then train -> test, or eval only."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from metarun.algorithms import build_learner
+from metarun.config_check import check_episode_shapes, validate_config
+from metarun.data import build_sources
+from metarun.engine.checkpoint import load_checkpoint
+from metarun.engine.evaluate import evaluate
+from metarun.engine.stats import mean_ci95
+from metarun.engine.trainer import Trainer
+from metarun.errors import ConfigError, MetarunError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_time: float) -> dict:
+    """Score the learner on the fixed test episodes; write results.json and the per-episode scores."""
+    state = load_checkpoint(checkpoint)
+    learner.load_state_dict(state["model"])
+    data = cfg.data
+    started = time.perf_counter()
+    scores = evaluate(learner, sources["test"], cfg.eval.episodes, cfg.eval.seed, "test",
+                      (data.ways, data.shots, data.queries), device, desc="testing",
+                      progress=cfg.trainer.progress)
+    mean, ci95 = mean_ci95(scores)
+    results = {
+        "metric": sources["test"].metric, "mean": mean, "ci95": ci95, "n_episodes": len(scores),
+        "wall_time_s": train_time, "eval_time_s": time.perf_counter() - started,
+        "params": sum(p.numel() for p in learner.parameters()),
+        "algo": cfg.algo.name, "data": data.name, "split": data.get("split"),
+        "ways": data.ways, "shots": data.shots, "queries": data.queries,
+        "eval_seed": cfg.eval.seed, "transductive_bn": learner.transductive,
+        "checkpoint": str(checkpoint), "step": state["step"], "seed": cfg.seed,
+    }
+    np.save(run_dir / "episode_scores.npy", scores)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def describe(results: dict) -> str:
+    scale = 100 if results["metric"] == "accuracy" else 1
+    unit = "%" if results["metric"] == "accuracy" else ""
+    setting = (f"{results['ways']}-way {results['shots']}-shot" if results["metric"] == "accuracy"
+               else f"{results['shots']}-shot")
+    return (f"test {results['metric']} ({results['algo']}, {results['data']} {setting}, "
+            f"{results['n_episodes']} episodes): {results['mean'] * scale:.2f}{unit} "
+            f"± {results['ci95'] * scale:.2f}{unit} (95% CI)")
+
+
+def run(cfg: DictConfig) -> dict:
+    validate_config(cfg)
+    device = pick_device(cfg.device.name)
+    seed_everything(cfg.seed)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    sources = build_sources(cfg.data, cfg.paths)
+    check_episode_shapes(cfg, sources)
+    for source in sources.values():
+        if source is not None:
+            source.to(device)
+    train = sources["train"]
+    learner = build_learner(cfg, train.kind, train.image_shape).to(device)
+
+    if cfg.mode == "eval":
+        checkpoint = Path(cfg.trainer.ckpt_path)
+        trained = load_checkpoint(checkpoint)["config"]
+        for group in ("algo", "backbone"):
+            if trained[group]["name"] != cfg[group].name:
+                raise ConfigError(group, cfg[group].name, f"{trained[group]['name']}, the {group} "
+                                  f"that {checkpoint} was trained with")
+        results = test(cfg, learner, sources, device, run_dir, checkpoint, train_time=0.0)
+        print(describe(results))
+        return results
+
+    results_file = run_dir / "results.json"
+    last = run_dir / "checkpoints" / "last.pt"
+    if cfg.trainer.resume and results_file.exists():
+        print(f"metarun: {run_dir} has finished already; its results:")
+        results = json.loads(results_file.read_text())
+        print(describe(results))
+        return results
+    print(f"metarun: run dir {run_dir}  (to resume it: same command + hydra.run.dir={run_dir} "
+          "trainer.resume=true)")
+    trainer = Trainer(cfg, learner, sources, run_dir, device)
+    if cfg.trainer.ckpt_path:
+        trainer.resume_from(Path(cfg.trainer.ckpt_path))
+    elif cfg.trainer.resume:
+        if last.exists():
+            trainer.resume_from(last)
+        else:
+            print(f"metarun: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
+    trainer.fit()
+    best = run_dir / "checkpoints" / "best.pt"
+    checkpoint = best if cfg.eval.checkpoint == "best" and best.exists() else last
+    results = test(cfg, learner, sources, device, run_dir, checkpoint, trainer.train_time)
+    print(describe(results))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except MetarunError as e:
+        print(f"metarun: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Checks a composed config before anything runs, so a bad value fails at once with the key,
+the value and what is allowed -- not later as a traceback from deep inside torch."""
+from __future__ import annotations
+
+import torch
+
+from metarun.algorithms import SUPPORTED_KINDS
+from metarun.backbones import BACKBONES
+from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
+from metarun.errors import ConfigError
+
+CHOICES = {
+    "mode": ("train", "eval"),
+    "algo.name": tuple(SUPPORTED_KINDS),
+    "algo.optimizer.name": ("adam", "sgd"),
+    "algo.scheduler.name": ("constant", "step"),
+    "data.name": DATASETS,
+    "backbone.name": tuple(BACKBONES),
+    "device.name": ("auto", "cpu", "cuda"),
+    "eval.checkpoint": ("best", "last"),
+}
+OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
+                    "data.source": ("auto", "embedded", "local", "download")}
+POSITIVE = ("data.ways", "data.shots", "data.queries", "algo.episode.ways", "algo.episode.shots",
+            "algo.episode.queries", "algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every",
+            "trainer.log_every", "trainer.val_episodes", "eval.episodes")
+NON_NEGATIVE = ("trainer.val_every",)
+MAML_KEYS_NON_NEGATIVE = ("algo.inner_steps", "algo.eval_inner_steps")
+
+
+def get(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def check_choices(cfg, choices: dict) -> None:
+    for key, allowed in choices.items():
+        value = get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(key, value, f"one of {', '.join(allowed)}")
+
+
+def check_integers(cfg, keys, minimum: int) -> None:
+    for key in keys:
+        value = get(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            word = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise ConfigError(key, value, word)
+
+
+def validate_config(cfg) -> None:
+    check_choices(cfg, CHOICES)
+    if cfg.data.name == "omniglot":
+        check_choices(cfg, OMNIGLOT_CHOICES)
+    check_integers(cfg, POSITIVE, 1)
+    check_integers(cfg, NON_NEGATIVE, 0)
+    if cfg.algo.name == "maml":
+        check_integers(cfg, MAML_KEYS_NON_NEGATIVE, 0)
+        if cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
+            raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
+                              f"equal to data.ways ({cfg.data.ways}): MAML's output layer has one "
+                              "unit per way, so it is meta-trained and tested with the same ways")
+    backbone_kind = BACKBONES[cfg.backbone.name]
+    if backbone_kind != cfg.data.kind:
+        fitting = [b for b, k in BACKBONES.items() if k == cfg.data.kind]
+        raise ConfigError("backbone", cfg.backbone.name,
+                          f"data={cfg.data.name} is {cfg.data.kind} data; use backbone="
+                          f"{' or backbone='.join(fitting)}")
+    if cfg.device.name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda", "auto or cpu: no CUDA device is visible to torch here")
+    if cfg.mode == "eval" and not cfg.trainer.ckpt_path:
+        raise ConfigError("trainer.ckpt_path", None, "the checkpoint to evaluate when mode=eval")
+
+
+def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
+    """Ways and shots that the split at hand can serve (known only once the data is loaded)."""
+    shapes = {"train": ("algo.episode", cfg.algo.episode), "val": ("data", cfg.data),
+              "test": ("data", cfg.data)}
+    for split, (prefix, shape) in shapes.items():
+        source = sources.get(split)
+        if not isinstance(source, FewShotImageSource):
+            continue
+        if shape.ways > source.n_classes:
+            raise ConfigError(f"{prefix}.ways", shape.ways,
+                              f"at most {source.n_classes}: the {split} split of {cfg.data.name} "
+                              f"({cfg.data.get('split', '')}) has {source.n_classes} classes")
+        if shape.shots + shape.queries > source.min_images_per_class:
+            raise ConfigError(f"{prefix}.shots + {prefix}.queries", shape.shots + shape.queries,
+                              f"at most {source.min_images_per_class}: the images of one class")

@@ -1,0 +1,35 @@
+"""Scoring a learner on a fixed list of episodes."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metarun.algorithms import MetaLearner
+from metarun.data import EpisodeSource
+
+
+def episode_score(metric: str, prediction: torch.Tensor, target: torch.Tensor) -> float:
+    if metric == "mse":
+        return float(torch.mean((prediction - target) ** 2))
+    return float((prediction.argmax(-1) == target).float().mean())
+
+
+def evaluate(learner: MetaLearner, source: EpisodeSource, n_episodes: int, seed: int, split: str,
+             shape: tuple[int, int, int], device, desc: str = "", progress: bool = True) -> np.ndarray:
+    """One score per episode (accuracy or MSE) on the ``n_episodes`` fixed episodes of ``seed``
+    and ``split``.
+
+    ``shape`` is (ways, shots, queries). The learner is put in eval mode (batch norm uses running
+    statistics where the learner keeps them) and restored to its previous mode afterwards.
+    """
+    was_training = learner.training
+    learner.eval()
+    scores = []
+    episodes = source.fixed_episodes(n_episodes, seed, split, *shape)
+    with torch.no_grad():
+        for task in tqdm(episodes, total=n_episodes, desc=desc, leave=False, disable=not progress):
+            task = task.to(device)
+            scores.append(episode_score(source.metric, learner.adapt_and_predict(task), task.query_y))
+    learner.train(was_training)
+    return np.asarray(scores)

@@ -1,0 +1,27 @@
+"""Where a run's numbers go: TensorBoard event files and a plain metrics.jsonl."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, resume_step: int = 0):
+        self.jsonl = run_dir / "metrics.jsonl"
+        if resume_step and self.jsonl.exists():
+            # drop records written after the checkpoint we resume from: they will be written again
+            kept = [line for line in self.jsonl.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= resume_step]
+            self.jsonl.write_text("".join(line + "\n" for line in kept))
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,13 @@
+"""Summaries of per-episode scores."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def mean_ci95(scores) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95% confidence interval, 1.96 * s / sqrt(n),
+    with s the sample standard deviation (the protocol of Finn 2017 and Snell 2017)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < 2:
+        return float(scores.mean()), float("nan")
+    return float(scores.mean()), float(1.96 * scores.std(ddof=1) / np.sqrt(len(scores)))

@@ -1,0 +1,127 @@
+"""The meta-training loop: the same for every algorithm and data set."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from metarun.algorithms import MetaLearner
+from metarun.data import EpisodeSource
+from metarun.engine.checkpoint import atomic_save, load_checkpoint, restore_rng_states, rng_states
+from metarun.engine.evaluate import evaluate
+from metarun.engine.run_logger import RunLogger
+from metarun.errors import ConfigError
+
+
+def build_optimizer(learner: MetaLearner, cfg) -> torch.optim.Optimizer:
+    params = [p for p in learner.parameters() if p.requires_grad]
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ConfigError("algo.optimizer.name", cfg.name, "one of adam, sgd")
+
+
+def build_scheduler(optimizer, cfg):
+    if cfg.name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if cfg.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    raise ConfigError("algo.scheduler.name", cfg.name, "one of constant, step")
+
+
+class Trainer:
+    """Meta-trains ``learner`` on episodes from ``sources["train"]``, validates on the fixed
+    ``sources["val"]`` episodes, and keeps ``checkpoints/last.pt`` (for resuming) and
+    ``checkpoints/best.pt`` (best validation score) in ``run_dir``."""
+
+    def __init__(self, cfg, learner: MetaLearner, sources: dict[str, EpisodeSource | None],
+                 run_dir: Path, device: torch.device):
+        self.cfg, self.learner, self.sources = cfg, learner, sources
+        self.run_dir, self.device = run_dir, device
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.optimizer = build_optimizer(learner, cfg.algo.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg.algo.scheduler)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # the meta-training episode stream
+        self.metric = sources["train"].metric
+        self.higher_is_better = self.metric == "accuracy"
+        self.step, self.best, self.train_time = 0, None, 0.0
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
+                "train_time": self.train_time, "rng": rng_states(self.generator),
+                "config": OmegaConf.to_container(self.cfg, resolve=True)}
+
+    def resume_from(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        self.learner.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best, self.train_time = state["step"], state["best"], state["train_time"]
+        restore_rng_states(state["rng"], self.generator)
+        print(f"metarun: resumed from {path} at step {self.step}")
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.higher_is_better else value < self.best
+
+    # -- the loop ------------------------------------------------------------------------------
+    def validate(self) -> float:
+        data, val = self.cfg.data, self.cfg.trainer
+        scores = evaluate(self.learner, self.sources["val"], val.val_episodes, self.cfg.eval.seed, "val",
+                          (data.ways, data.shots, data.queries), self.device, desc="validating",
+                          progress=val.progress)
+        return float(scores.mean())
+
+    def fit(self) -> None:
+        tcfg, episode = self.cfg.trainer, self.cfg.algo.episode
+        logger = RunLogger(self.run_dir, resume_step=self.step)
+        validating = tcfg.val_every > 0 and self.sources["val"] is not None
+        bar = tqdm(total=tcfg.max_steps, initial=self.step, desc="meta-training",
+                   disable=not tcfg.progress, dynamic_ncols=True)
+        self.learner.train()
+        window_start, window_tasks = time.perf_counter(), 0
+        while self.step < tcfg.max_steps:
+            started = time.perf_counter()
+            batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch,
+                                                 episode.ways, episode.shots, episode.queries)
+            batch = batch.to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            metrics = self.learner.meta_train_step(batch)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            self.train_time += time.perf_counter() - started
+            window_tasks += len(batch)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
+
+            if self.step % tcfg.log_every == 0:
+                now = time.perf_counter()
+                record = {f"train/{k}": v for k, v in metrics.items()}
+                record["lr"] = self.optimizer.param_groups[0]["lr"]
+                record["perf/tasks_per_s"] = window_tasks / (now - window_start)
+                logger.log(self.step, record)
+                window_start, window_tasks = now, 0
+            last_step = self.step == tcfg.max_steps
+            if validating and (self.step % tcfg.val_every == 0 or last_step):
+                value = self.validate()
+                logger.log(self.step, {f"val/{self.metric_name}": value})
+                bar.write(f"step {self.step}: val {self.metric_name} {value:.4f}")
+                if self.improved(value):
+                    self.best = value
+                    atomic_save(self.state(), self.ckpt_dir / "best.pt")
+            if self.step % tcfg.ckpt_every == 0 or last_step:
+                atomic_save(self.state(), self.ckpt_dir / "last.pt")
+        bar.close()
+        logger.close()
+
+    @property
+    def metric_name(self) -> str:
+        return "acc" if self.metric == "accuracy" else "mse"
