@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 import time
@@ -18,9 +19,12 @@ from metarun.config_check import check_episode_shapes, validate_config
 from metarun.data import build_sources
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.evaluate import evaluate
+from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import mean_ci95
 from metarun.engine.trainer import Trainer
 from metarun.errors import ConfigError, MetarunError
+
+log = logging.getLogger("metarun")
 
 
 def pick_device(name: str) -> torch.device:
@@ -56,6 +60,9 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
     }
     np.save(run_dir / "episode_scores.npy", scores)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    logger = RunLogger(run_dir)
+    logger.log(state["step"], {f"test/{'acc' if results['metric'] == 'accuracy' else 'mse'}": mean})
+    logger.close()
     return results
 
 
@@ -69,11 +76,11 @@ def describe(results: dict) -> str:
             f"± {results['ci95'] * scale:.2f}{unit} (95% CI)")
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """One run into ``run_dir``: meta-train then test (mode=train), or test a checkpoint (mode=eval)."""
     validate_config(cfg)
     device = pick_device(cfg.device.name)
     seed_everything(cfg.seed)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     sources = build_sources(cfg.data, cfg.paths)
     check_episode_shapes(cfg, sources)
     for source in sources.values():
@@ -90,18 +97,18 @@ def run(cfg: DictConfig) -> dict:
                 raise ConfigError(group, cfg[group].name, f"{trained[group]['name']}, the {group} "
                                   f"that {checkpoint} was trained with")
         results = test(cfg, learner, sources, device, run_dir, checkpoint, train_time=0.0)
-        print(describe(results))
+        log.info(describe(results))
         return results
 
     results_file = run_dir / "results.json"
     last = run_dir / "checkpoints" / "last.pt"
     if cfg.trainer.resume and results_file.exists():
-        print(f"metarun: {run_dir} has finished already; its results:")
         results = json.loads(results_file.read_text())
-        print(describe(results))
+        log.info(f"{run_dir} has finished already; its results:")
+        log.info(describe(results))
         return results
-    print(f"metarun: run dir {run_dir}  (to resume it: same command + hydra.run.dir={run_dir} "
-          "trainer.resume=true)")
+    log.info(f"run dir {run_dir}  (to resume it: same command + hydra.run.dir={run_dir} "
+             "trainer.resume=true)")
     trainer = Trainer(cfg, learner, sources, run_dir, device)
     if cfg.trainer.ckpt_path:
         trainer.resume_from(Path(cfg.trainer.ckpt_path))
@@ -109,19 +116,19 @@ def run(cfg: DictConfig) -> dict:
         if last.exists():
             trainer.resume_from(last)
         else:
-            print(f"metarun: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
+            log.info(f"no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
     trainer.fit()
     best = run_dir / "checkpoints" / "best.pt"
     checkpoint = best if cfg.eval.checkpoint == "best" and best.exists() else last
     results = test(cfg, learner, sources, device, run_dir, checkpoint, trainer.train_time)
-    print(describe(results))
+    log.info(describe(results))
     return results
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
-        run(cfg)
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except MetarunError as e:
         print(f"metarun: error: {e}", file=sys.stderr)
         sys.exit(2)

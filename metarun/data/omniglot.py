@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,8 @@ from metarun.data.download import fetch, file_digest
 from metarun.data.episodes import FewShotImageSource
 from metarun.data.omniglot_archive import SUBSETS, locate, read_omniglot
 from metarun.errors import ConfigError, DataError
+
+log = logging.getLogger("metarun")
 
 EMBEDDED = Path(__file__).parent / "assets" / "omniglot28.npz"
 # Written by scripts/build_embedded_omniglot.py; checked on every load of the package copy.
@@ -90,7 +92,7 @@ def load_cached(root: Path, cache_dir: Path, image_size: int, allow_download: bo
             with np.load(cache) as stored:
                 return {k: stored[k] for k in ARRAY_KEYS}
         except Exception as e:  # a torn or corrupt cache is rebuilt from the real files
-            print(f"metarun: cache {cache} is unreadable ({e}); decoding again", file=sys.stderr)
+            log.warning(f"cache {cache} is unreadable ({e}); decoding the files again")
     with tqdm(total=TOTAL_IMAGES, desc=f"decoding Omniglot at {image_size}px", unit="img") as bar:
         arrays = read_omniglot(root, image_size, progress=bar)
     try:
@@ -99,7 +101,7 @@ def load_cached(root: Path, cache_dir: Path, image_size: int, allow_download: bo
         np.savez(partial, **arrays)
         os.replace(partial, cache)
     except OSError as e:
-        print(f"metarun: could not write the cache {cache} ({e}); continuing without", file=sys.stderr)
+        log.warning(f"could not write the cache {cache} ({e}); continuing without it")
     return arrays
 
 

@@ -1,6 +1,7 @@
 """The meta-training loop: the same for every algorithm and data set."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from metarun.engine.checkpoint import atomic_save, load_checkpoint, restore_rng_
 from metarun.engine.evaluate import evaluate
 from metarun.engine.run_logger import RunLogger
 from metarun.errors import ConfigError
+
+log = logging.getLogger("metarun")
 
 
 def build_optimizer(learner: MetaLearner, cfg) -> torch.optim.Optimizer:
@@ -64,7 +67,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best, self.train_time = state["step"], state["best"], state["train_time"]
         restore_rng_states(state["rng"], self.generator)
-        print(f"metarun: resumed from {path} at step {self.step}")
+        log.info(f"resumed from {path} at step {self.step}")
 
     def improved(self, value: float) -> bool:
         if self.best is None:
@@ -113,7 +116,7 @@ class Trainer:
             if validating and (self.step % tcfg.val_every == 0 or last_step):
                 value = self.validate()
                 logger.log(self.step, {f"val/{self.metric_name}": value})
-                bar.write(f"step {self.step}: val {self.metric_name} {value:.4f}")
+                log.info(f"step {self.step}: val {self.metric_name} {value:.4f}")
                 if self.improved(value):
                     self.best = value
                     atomic_save(self.state(), self.ckpt_dir / "best.pt")

@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests that need the real Omniglot files read them from METARUN_DATA_DIR
+(a folder whose omniglot/ holds the upstream zips); .ci/run points it at ../shared/data."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the build scripts under test
+
+DATA_DIR = os.environ.get("METARUN_DATA_DIR")
+needs_omniglot_files = pytest.mark.skipif(
+    not DATA_DIR or not (Path(DATA_DIR) / "omniglot").is_dir(),
+    reason="METARUN_DATA_DIR does not hold omniglot/ (CI sets it to ../shared/data)")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One decoded-image cache for the whole session, never the user's own."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(cache_dir, tmp_path):
+    """Compose the real conf/ with overrides, as the CLI would."""
+    def _make(*overrides: str):
+        with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
+            return compose(config_name="config", overrides=[
+                f"paths.cache_dir={cache_dir}", f"paths.output_dir={tmp_path}",
+                "trainer.progress=false", *overrides])
+    return _make
+
+
+def metarun_command(cache_dir: Path, *args: str) -> tuple[list[str], dict]:
+    """The command line and environment of the metarun CLI in a fresh process."""
+    env = {**os.environ, "METARUN_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    return [sys.executable, "-m", "metarun.cli", "trainer.progress=false", *args], env
+
+
+@pytest.fixture
+def cli(cache_dir):
+    """Run the CLI in a fresh process; returns the CompletedProcess."""
+    def _run(*args: str, timeout: float = 600, check: bool = True):
+        command, env = metarun_command(cache_dir, *args)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"metarun {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+        return done
+    return _run

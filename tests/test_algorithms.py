@@ -1,0 +1,123 @@
+"""MAML's meta-gradient is exact, and the learners learn on held-out tasks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.func import functional_call
+
+from conftest import needs_omniglot_files
+from metarun.algorithms.inner_loop import inner_sgd
+from metarun.algorithms.maml import MAML
+from metarun.backbones.mlp import MLP
+from metarun.cli import run
+from metarun.data.sinusoid import SinusoidSource
+from metarun.engine.checkpoint import load_checkpoint
+from metarun.engine.evaluate import evaluate
+
+
+def tiny_maml(first_order: bool, steps: int = 2) -> tuple[MAML, object]:
+    torch.manual_seed(0)
+    cfg = OmegaConf.create(dict(first_order=first_order, inner_lr=0.3, inner_steps=steps,
+                                eval_inner_steps=steps, transductive_bn=True))
+    learner = MAML(MLP(1, [6]), 1, "regression", cfg).double()
+    batch = SinusoidSource((0.1, 5.0), (0.0, np.pi), (-5.0, 5.0)).sample(
+        torch.Generator().manual_seed(1), 3, 1, 5, 5)
+    batch.support_x, batch.support_y, batch.query_x, batch.query_y = (
+        t.double() for t in (batch.support_x, batch.support_y, batch.query_x, batch.query_y))
+    return learner, batch
+
+
+def meta_loss(learner: MAML, batch, params: dict) -> float:
+    total = 0.0
+    for task in batch:
+        fast = inner_sgd(learner.model, params, task.support_x, task.support_y, learner.task_loss,
+                         learner.inner_lr, learner.inner_steps, create_graph=False)
+        total += float(learner.task_loss(functional_call(learner.model, fast, (task.query_x,)), task.query_y))
+    return total / len(batch)
+
+
+def test_maml_meta_gradient_matches_finite_differences():
+    learner, batch = tiny_maml(first_order=False)
+    learner.zero_grad()
+    learner.meta_train_step(batch)
+    params = {k: v.detach().clone() for k, v in learner.model.named_parameters()}
+    eps = 1e-6
+    for name, p in learner.model.named_parameters():
+        numeric = torch.zeros_like(p)
+        for i in range(p.numel()):
+            shifted = {k: v.clone() for k, v in params.items()}
+            shifted[name].view(-1)[i] += eps
+            up = meta_loss(learner, batch, shifted)
+            shifted[name].view(-1)[i] -= 2 * eps
+            down = meta_loss(learner, batch, shifted)
+            numeric.view(-1)[i] = (up - down) / (2 * eps)
+        torch.testing.assert_close(p.grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_first_order_maml_drops_exactly_the_second_order_terms():
+    fo, batch = tiny_maml(first_order=True)
+    fo.zero_grad()
+    fo.meta_train_step(batch)
+    # FOMAML's meta-gradient: the query-loss gradient at the adapted parameters, averaged
+    expected = {k: torch.zeros_like(v) for k, v in fo.model.named_parameters()}
+    for task in batch:
+        fast = inner_sgd(fo.model, dict(fo.model.named_parameters()), task.support_x, task.support_y,
+                         fo.task_loss, fo.inner_lr, fo.inner_steps, create_graph=False)
+        fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
+        loss = fo.task_loss(functional_call(fo.model, fast, (task.query_x,)), task.query_y)
+        for (k, g) in zip(fast, torch.autograd.grad(loss, list(fast.values()))):
+            expected[k] += g / len(batch)
+    for k, p in fo.model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[k])
+    so, _ = tiny_maml(first_order=False)
+    so.zero_grad()
+    so.meta_train_step(batch)
+    assert any(not torch.allclose(a.grad, b.grad) for a, b in zip(fo.parameters(), so.parameters()))
+
+
+def test_maml_learns_sinusoids(make_cfg, tmp_path):
+    cfg = make_cfg("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=1500",
+                   "trainer.val_every=500", "trainer.val_episodes=100", "eval.episodes=300")
+    results = run(cfg, tmp_path)
+    assert results["metric"] == "mse" and results["n_episodes"] == 300
+    # the same meta-learned model on the same test episodes, without adapting
+    from metarun.algorithms import build_learner
+    from metarun.data import build_sources
+    unadapted_cfg = make_cfg("algo=maml", "data=sinusoid", "backbone=mlp", "algo.eval_inner_steps=0")
+    learner = build_learner(unadapted_cfg, "regression", (1,))
+    learner.load_state_dict(load_checkpoint(tmp_path / "checkpoints" / "best.pt")["model"])
+    test = build_sources(unadapted_cfg.data, unadapted_cfg.paths)["test"]
+    unadapted = evaluate(learner, test, 300, cfg.eval.seed, "test", (1, 5, 10), "cpu", progress=False)
+    assert results["mean"] < 0.5 * unadapted.mean(), (results["mean"], unadapted.mean())
+    assert results["mean"] < 1.5  # pre-training on all tasks gives about 2.2-2.4 (Finn et al. 2017)
+
+
+@needs_omniglot_files
+def test_protonet_learns_real_omniglot(make_cfg, tmp_path):
+    cfg = make_cfg("algo=protonet", "data.source=local", "algo.episode.ways=20",
+                   "trainer.max_steps=200", "trainer.val_every=100", "trainer.val_episodes=100",
+                   "eval.episodes=300")
+    results = run(cfg, tmp_path)
+    assert (results["ways"], results["shots"], results["n_episodes"]) == (5, 1, 300)
+    assert results["transductive_bn"] is False
+    assert results["mean"] - results["ci95"] >= 0.85, results  # chance is 0.20
+
+
+def test_maml_non_transductive_batch_norm_ignores_other_queries():
+    """With transductive_bn=false a query's prediction must not depend on the other queries."""
+    from metarun.backbones.conv4 import Conv4
+    torch.manual_seed(0)
+    cfg = OmegaConf.create(dict(first_order=True, inner_lr=0.4, inner_steps=1, eval_inner_steps=1,
+                                transductive_bn=False))
+    learner = MAML(Conv4(1, 8, 2, 12, channels_last=False), 3, "image", cfg).eval()
+    from metarun.tasks import Task
+    sx, qx = torch.rand(3, 1, 12, 12), torch.rand(6, 1, 12, 12)
+    task = Task(sx, torch.arange(3), qx, torch.zeros(6, dtype=torch.long))
+    alone = learner.adapt_and_predict(Task(sx, torch.arange(3), qx[:1], torch.zeros(1, dtype=torch.long)))
+    together = learner.adapt_and_predict(task)
+    torch.testing.assert_close(alone[0], together[0])
+    learner.transductive_bn = True
+    shared = learner.adapt_and_predict(task)
+    assert not torch.allclose(shared[0], alone[0])

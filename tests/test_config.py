@@ -1,0 +1,95 @@
+"""Configs compose, every supported (algo, data, backbone) builds, bad input fails clearly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metarun.algorithms import SUPPORTED_KINDS, build_learner
+from metarun.config_check import check_episode_shapes, validate_config
+from metarun.data import build_sources
+from metarun.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "metarun" / "conf"
+BACKBONE_FOR = {"omniglot": "conv4", "sinusoid": "mlp"}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["algo", "data", "backbone", "device", "trainer", "eval", "paths"])
+def test_every_group_option_composes(make_cfg, group):
+    assert options(group), f"conf/{group} is empty"
+    for option in options(group):
+        cfg = make_cfg(f"{group}={option}")
+        assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("algo", sorted(SUPPORTED_KINDS))
+@pytest.mark.parametrize("data", sorted(BACKBONE_FOR))
+def test_supported_pairs_build_and_unsupported_fail(make_cfg, algo, data):
+    cfg = make_cfg(f"algo={algo}", f"data={data}", f"backbone={BACKBONE_FOR[data]}")
+    sources = build_sources(cfg.data, cfg.paths)
+    kind = sources["train"].kind
+    if kind in SUPPORTED_KINDS[algo]:
+        validate_config(cfg)
+        check_episode_shapes(cfg, sources)
+        learner = build_learner(cfg, kind, sources["train"].image_shape)
+        assert sum(p.numel() for p in learner.parameters()) > 0
+    else:
+        with pytest.raises(ConfigError, match=f"algo={algo} supports data of kind"):
+            build_learner(cfg, kind, sources["train"].image_shape)
+
+
+def test_algo_data_specialisation_applies_paper_values(make_cfg):
+    cfg = make_cfg("algo=maml", "data=sinusoid", "backbone=mlp")
+    assert (cfg.algo.inner_lr, cfg.algo.meta_batch) == (0.01, 25)
+    cfg = make_cfg("algo=maml", "data=omniglot")
+    assert (cfg.algo.inner_lr, cfg.algo.meta_batch, cfg.algo.eval_inner_steps) == (0.4, 32, 3)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.shots=-1", "data.shots"),
+    ("data.ways=0", "data.ways"),
+    ("trainer.max_steps=1.5", "trainer.max_steps"),
+    ("data.split=random", "data.split"),
+    ("eval.checkpoint=newest", "eval.checkpoint"),
+    ("algo.episode.ways=20", "algo.episode.ways"),  # MAML trains and tests with the same ways
+])
+def test_bad_values_name_the_key(make_cfg, override, key):
+    with pytest.raises(ConfigError) as error:
+        validate_config(make_cfg(override))
+    assert error.value.key == key
+    assert key in str(error.value)
+
+
+def test_wrong_backbone_for_data_says_which_fits(make_cfg):
+    with pytest.raises(ConfigError, match="backbone=mlp"):
+        validate_config(make_cfg("algo=maml", "data=sinusoid"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("data.ways=500",), "data.ways=500 is not allowed: at most 400: the val split"),
+    (("data.ways=2000", "data.val_characters=0"), "data.ways=2000 is not allowed: at most 1692: the test split"),
+    (("data.shots=10", "data.queries=15"), "data.shots + data.queries=25 is not allowed: at most 20"),
+])
+def test_episode_shapes_beyond_the_data_fail_at_start(make_cfg, overrides, message):
+    cfg = make_cfg("algo=protonet", *overrides)
+    validate_config(cfg)
+    with pytest.raises(ConfigError, match=message.replace("+", r"\+")):
+        check_episode_shapes(cfg, build_sources(cfg.data, cfg.paths))
+
+
+def test_cli_prints_one_line_errors(cli):
+    for args, expected in [
+        (["data.shots=-1"], "data.shots=-1 is not allowed: a positive integer"),
+        (["algo=nosuchalgo"], "Could not find 'algo/nosuchalgo'"),
+        (["data.nosuchkey=1"], "nosuchkey"),
+    ]:
+        done = cli(*args, check=False)
+        assert done.returncode != 0
+        assert expected in done.stderr
+        assert "Traceback" not in done.stderr
+    listing = cli("algo=nosuchalgo", check=False).stderr
+    assert "maml" in listing and "protonet" in listing  # the allowed choices are listed

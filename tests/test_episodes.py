@@ -1,0 +1,111 @@
+"""The episode sampler and the Omniglot splits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from metarun.data.omniglot import build_omniglot, load_embedded, split_characters
+from metarun.data.sinusoid import SinusoidSource
+
+
+def omniglot_cfg(**changes):
+    base = dict(name="omniglot", kind="image", source="embedded", split="vinyals", val_characters=100,
+                split_seed=0, rotations=True, image_size=28, ways=5, shots=1, queries=15)
+    return OmegaConf.create({**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    return load_embedded()
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return build_omniglot(omniglot_cfg(), None)
+
+
+@pytest.mark.parametrize("split, sizes", [("vinyals", (1100, 100, 423)), ("lake", (864, 100, 659))])
+def test_splits_are_disjoint_and_complete(arrays, split, sizes):
+    parts = split_characters(arrays, split, 100, split_seed=0)
+    assert tuple(len(parts[k]) for k in ("train", "val", "test")) == sizes
+    everything = np.concatenate([parts["train"], parts["val"], parts["test"]])
+    assert len(np.unique(everything)) == len(everything) == 1623
+
+
+def test_split_definitions_match_the_papers(arrays):
+    names = arrays["character_names"]
+    vinyals = split_characters(arrays, "vinyals", 0, 0)
+    assert names[vinyals["test"][0]] == "Gurmukhi/character42"  # Vinyals' 423 test characters start here
+    assert names[vinyals["test"][-1]] == "ULOG/character26"
+    lake = split_characters(arrays, "lake", 0, 0)
+    assert arrays["background"][lake["train"]].all() and not arrays["background"][lake["test"]].any()
+
+
+def test_validation_draw_is_seeded(arrays):
+    first = split_characters(arrays, "vinyals", 100, split_seed=0)["val"]
+    assert np.array_equal(first, split_characters(arrays, "vinyals", 100, split_seed=0)["val"])
+    assert not np.array_equal(first, split_characters(arrays, "vinyals", 100, split_seed=1)["val"])
+
+
+def test_episode_classes_come_from_their_split_only(sources):
+    images = {}
+    for split, source in sources.items():
+        images[split] = set(source.table[:, :20].flatten().tolist())
+    assert not images["train"] & images["val"]
+    assert not images["train"] & images["test"]
+    assert not images["val"] & images["test"]
+
+
+def test_episode_labels_and_disjoint_support_query(sources):
+    source = sources["train"]
+    generator = torch.Generator().manual_seed(0)
+    classes, picks = source.draw(generator, 64, 20, 6)
+    for t in range(64):
+        assert len(set(classes[t].tolist())) == 20  # distinct classes per task
+        for w in range(20):
+            assert len(set(picks[t, w].tolist())) == 6  # no image both in support and query
+    batch = source.sample(generator, 4, 20, 1, 5)
+    assert batch.support_x.shape == (4, 20, 1, 28, 28)
+    assert batch.query_x.shape == (4, 100, 1, 28, 28)
+    assert torch.equal(batch.support_y[0], torch.arange(20))
+    assert sorted(batch.query_y[0].tolist()) == sorted(list(range(20)) * 5)
+    assert 0.0 <= float(batch.support_x.min()) and float(batch.support_x.max()) <= 1.0
+
+
+def test_rotated_classes_are_rotated_images(sources):
+    source = sources["train"]
+    generator = torch.Generator().manual_seed(3)
+    classes, picks = source.draw(generator, 1, 5, 2)
+    batch = source.sample(torch.Generator().manual_seed(3), 1, 5, 1, 1)
+    for w in range(5):
+        k = int(source.rotation[classes[0, w]])
+        raw = source.images[picks[0, w, 0]].float() / 255
+        assert torch.equal(batch.support_x[0, w], torch.rot90(raw, k, dims=(-2, -1)))
+
+
+def test_same_seed_same_episodes_and_fresh_images_per_draw(sources):
+    source = sources["test"]
+    a = list(source.fixed_episodes(20, seed=0, split="test", ways=5, shots=1, queries=15))
+    b = list(source.fixed_episodes(5, seed=0, split="test", ways=5, shots=1, queries=15))
+    for x, y in zip(a, b):  # episode i does not depend on how many were requested
+        assert torch.equal(x.support_x, y.support_x) and torch.equal(x.query_x, y.query_x)
+    c = next(source.fixed_episodes(1, seed=1, split="test", ways=5, shots=1, queries=15))
+    assert not torch.equal(a[0].support_x, c.support_x)
+    # the same class combination does not come back with the same images every time
+    generator = torch.Generator().manual_seed(0)
+    _, first = source.draw(generator, 1, 5, 3)
+    repeats = [source.draw(generator, 1, 5, 3)[1] for _ in range(5)]
+    assert any(not torch.equal(first, r) for r in repeats)
+
+
+def test_sinusoid_tasks_follow_the_paper_ranges():
+    source = SinusoidSource((0.1, 5.0), (0.0, np.pi), (-5.0, 5.0))
+    batch = source.sample(torch.Generator().manual_seed(0), 1000, 1, 5, 10)
+    assert batch.support_x.shape == (1000, 5, 1) and batch.query_x.shape == (1000, 10, 1)
+    assert float(batch.support_x.abs().max()) <= 5.0
+    assert float(batch.support_y.abs().max()) <= 5.0
+    val = next(source.fixed_episodes(1, 0, "val", 1, 5, 10))
+    test = next(source.fixed_episodes(1, 0, "test", 1, 5, 10))
+    assert not torch.equal(val.support_x, test.support_x)  # validation never sees test tasks
