@@ -30,6 +30,7 @@ def tiny_maml(first_order: bool, steps: int = 2) -> tuple[MAML, object]:
 
 
 def meta_loss(learner: MAML, batch, params: dict) -> float:
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
     total = 0.0
     for task in batch:
         fast = inner_sgd(learner.model, params, task.support_x, task.support_y, learner.task_loss,
