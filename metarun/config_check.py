@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metarun.algorithms import SUPPORTED_KINDS
+from metarun.algorithms import HEAD_LEARNERS, SUPPORTED_KINDS
 from metarun.backbones import BACKBONES
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
 from metarun.errors import ConfigError
@@ -13,11 +13,12 @@ CHOICES = {
     "mode": ("train", "eval"),
     "algo.name": tuple(SUPPORTED_KINDS),
     "algo.optimizer.name": ("adam", "sgd"),
-    "algo.scheduler.name": ("constant", "step"),
+    "algo.scheduler.name": ("constant", "step", "linear"),
     "data.name": DATASETS,
     "backbone.name": tuple(BACKBONES),
     "device.name": ("auto", "cpu", "cuda"),
     "eval.checkpoint": ("best", "last"),
+    "trainer.precision": ("fp32", "bf16"),
 }
 OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
                     "data.source": ("auto", "embedded", "local", "download")}
@@ -25,7 +26,16 @@ POSITIVE = ("data.ways", "data.shots", "data.queries", "algo.episode.ways", "alg
             "algo.episode.queries", "algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every",
             "trainer.log_every", "trainer.val_episodes", "eval.episodes")
 NON_NEGATIVE = ("trainer.val_every",)
-MAML_KEYS_NON_NEGATIVE = ("algo.inner_steps", "algo.eval_inner_steps")
+# integer keys of single algorithms: (key, smallest allowed value)
+ALGO_INTEGERS = {
+    **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
+       for name in ("maml", "fomaml", "anil", "metasgd")},
+    "reptile": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.inner_batch", 1),
+                ("algo.eval_inner_batch", 1)),
+    "matchingnet": (("algo.fce_steps", 1),),
+    "relationnet": (("algo.relation_channels", 1), ("algo.relation_hidden", 1)),
+}
+ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")}}
 
 
 def get(cfg, key: str):
@@ -56,12 +66,13 @@ def validate_config(cfg) -> None:
         check_choices(cfg, OMNIGLOT_CHOICES)
     check_integers(cfg, POSITIVE, 1)
     check_integers(cfg, NON_NEGATIVE, 0)
-    if cfg.algo.name == "maml":
-        check_integers(cfg, MAML_KEYS_NON_NEGATIVE, 0)
-        if cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
-            raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
-                              f"equal to data.ways ({cfg.data.ways}): MAML's output layer has one "
-                              "unit per way, so it is meta-trained and tested with the same ways")
+    for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
+        check_integers(cfg, (key,), minimum)
+    check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
+    if cfg.algo.name in HEAD_LEARNERS and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
+        raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
+                          f"equal to data.ways ({cfg.data.ways}): algo={cfg.algo.name} has one output "
+                          "unit per way, so it is meta-trained and tested with the same ways")
     backbone_kind = BACKBONES[cfg.backbone.name]
     if backbone_kind != cfg.data.kind:
         fitting = [b for b, k in BACKBONES.items() if k == cfg.data.kind]

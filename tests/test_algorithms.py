@@ -112,7 +112,7 @@ def test_maml_non_transductive_batch_norm_ignores_other_queries():
     torch.manual_seed(0)
     cfg = OmegaConf.create(dict(first_order=True, inner_lr=0.4, inner_steps=1, eval_inner_steps=1,
                                 transductive_bn=False))
-    learner = MAML(Conv4(1, 8, 2, 12, channels_last=False), 3, "image", cfg).eval()
+    learner = MAML(Conv4(1, 8, 2, 2, 12, channels_last=False), 3, "image", cfg).eval()
     from metarun.tasks import Task
     sx, qx = torch.rand(3, 1, 12, 12), torch.rand(6, 1, 12, 12)
     task = Task(sx, torch.arange(3), qx, torch.zeros(6, dtype=torch.long))

@@ -1,13 +1,24 @@
 """Meta-learners by name, with the data kinds each one supports."""
 from __future__ import annotations
 
+from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import MetaLearner
 from metarun.algorithms.maml import MAML
+from metarun.algorithms.matchingnet import MatchingNet
+from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
+from metarun.algorithms.relationnet import RelationNet
+from metarun.algorithms.reptile import Reptile
 from metarun.backbones import build_backbone
 from metarun.errors import ConfigError
 
-SUPPORTED_KINDS = {"maml": ("image", "regression"), "protonet": ("image",)}
+# learners with a classifier head: one output unit per way (or one regression output)
+HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile}
+# learners that compare embeddings: any number of ways, images only
+METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet}
+
+SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
+                   **{name: ("image",) for name in METRIC_LEARNERS}}
 
 
 def build_learner(cfg, kind: str, input_shape: tuple[int, ...]) -> MetaLearner:
@@ -19,10 +30,12 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...]) -> MetaLearner:
         raise ConfigError("data", cfg.data.name, f"algo={name} supports data of kind "
                           f"{' or '.join(SUPPORTED_KINDS[name])}; data={cfg.data.name} is {kind}")
     backbone = build_backbone(cfg.backbone, input_shape)
-    if name == "maml":
+    if name in HEAD_LEARNERS:
         n_outputs = 1 if kind == "regression" else cfg.data.ways
-        return MAML(backbone, n_outputs, kind, cfg.algo)
-    return ProtoNet(backbone)
+        return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
+    if name == "protonet":
+        return ProtoNet(backbone)
+    return METRIC_LEARNERS[name](backbone, cfg.algo)
 
 
-__all__ = ["build_learner", "MetaLearner", "SUPPORTED_KINDS"]
+__all__ = ["build_learner", "MetaLearner", "SUPPORTED_KINDS", "HEAD_LEARNERS", "METRIC_LEARNERS"]

@@ -16,8 +16,10 @@ Params = dict[str, torch.Tensor]
 
 
 def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-              loss_fn: Callable, lr: float, steps: int, create_graph: bool) -> Params:
+              loss_fn: Callable, lr: float | Params, steps: int, create_graph: bool) -> Params:
     """``steps`` steps of gradient descent on ``loss_fn(model(x), y)`` from ``params``.
+
+    ``lr`` is one step size, or one tensor per parameter (Meta-SGD's learned, element-wise rates).
 
     ``create_graph=True`` keeps the graph of each step, so the result is differentiable
     to second order in ``params`` (MAML); ``False`` treats the inner gradients as constants
@@ -26,5 +28,6 @@ def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
     for _ in range(steps):
         loss = loss_fn(functional_call(model, params, (x,)), y)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-        params = {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
+        params = {name: p - (lr[name] if isinstance(lr, dict) else lr) * g
+                  for (name, p), g in zip(params.items(), grads)}
     return params

@@ -11,26 +11,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_per_query
 from metarun.algorithms.inner_loop import inner_sgd
 from metarun.tasks import Task, TaskBatch
-
-# Query images evaluated at once in the non-transductive protocol (memory only; results equal).
-QUERY_CHUNK = 64
-
-
-def batch_statistics_only(model: nn.Module) -> bool:
-    """Make every batch-norm layer normalise with the statistics of the batch it is given, as
-    MAML does (running averages are meaningless across tasks); returns whether there was one."""
-    found = False
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.track_running_stats = False
-            module.running_mean = module.running_var = module.num_batches_tracked = None
-            found = True
-    return found
 
 
 class MAML(MetaLearner):
@@ -39,16 +25,23 @@ class MAML(MetaLearner):
         self.model = nn.Sequential(backbone, nn.Linear(backbone.out_features, n_outputs))
         self.has_batchnorm = batch_statistics_only(self.model)
         self.first_order = cfg.first_order
-        self.inner_lr = cfg.inner_lr
+        self.init_step_sizes(cfg)
         self.inner_steps = cfg.inner_steps
         self.eval_inner_steps = cfg.eval_inner_steps
         self.transductive_bn = cfg.transductive_bn
         self.transductive = self.has_batchnorm and cfg.transductive_bn
 
+    def init_step_sizes(self, cfg) -> None:
+        self.inner_lr = cfg.inner_lr
+
+    def step_sizes(self) -> float | dict[str, torch.Tensor]:
+        """The inner learning rate alpha (Meta-SGD replaces it by learned per-parameter rates)."""
+        return self.inner_lr
+
     def adapt(self, task: Task, steps: int, create_graph: bool):
         params = dict(self.model.named_parameters())
         return inner_sgd(self.model, params, task.support_x, task.support_y, self.task_loss,
-                         self.inner_lr, steps, create_graph)
+                         self.step_sizes(), steps, create_graph)
 
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
         per_task = []
@@ -65,10 +58,5 @@ class MAML(MetaLearner):
                     self.adapt(task, self.eval_inner_steps, create_graph=False).items()}
         if self.transductive_bn or not self.has_batchnorm:
             return functional_call(self.model, fast, (task.query_x,))
-
-        def predict_one(query_image):
-            # batch statistics of the support set plus this one query image (Nichol et al. 2018)
-            batch = torch.cat([task.support_x, query_image.unsqueeze(0)])
-            return functional_call(self.model, fast, (batch,))[-1]
-
-        return vmap(predict_one, chunk_size=QUERY_CHUNK)(task.query_x)
+        return predict_per_query(lambda x: functional_call(self.model, fast, (x,)),
+                                 task.support_x, task.query_x)

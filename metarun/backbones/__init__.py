@@ -13,6 +13,7 @@ BACKBONES = {"conv4": "image", "mlp": "regression"}
 def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
     if cfg.name == "conv4":
         return Conv4(in_channels=input_shape[0], channels=cfg.channels, blocks=cfg.blocks,
+                     pooled_blocks=cfg.pooled_blocks,
                      image_size=input_shape[-1], channels_last=cfg.channels_last)
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))

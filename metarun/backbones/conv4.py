@@ -5,37 +5,45 @@ import torch
 from torch import nn
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
     """conv -> batch norm -> ReLU -> max-pool, computed with the pool first: ReLU is monotonic,
     so max-pool then ReLU is the same function, with a quarter of the ReLU work."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         nn.BatchNorm2d(out_channels),
-        nn.MaxPool2d(2),
+        nn.MaxPool2d(2) if pool else nn.Identity(),
         nn.ReLU(inplace=True),
     )
 
 
 class Conv4(nn.Module):
-    """[3x3 conv, batch norm, ReLU, 2x2 max-pool] x blocks, flattened. 28x28 -> 64 features."""
+    """[3x3 conv, batch norm, ReLU, 2x2 max-pool] x blocks, flattened. 28x28 -> 64 features.
 
-    def __init__(self, in_channels: int, channels: int, blocks: int, image_size: int,
-                 channels_last: bool):
+    Only the first ``pooled_blocks`` blocks pool (all of them in Vinyals/Finn/Snell; the first two
+    in Relation Networks, which compare feature maps rather than vectors)."""
+
+    def __init__(self, in_channels: int, channels: int, blocks: int, pooled_blocks: int,
+                 image_size: int, channels_last: bool):
         super().__init__()
         self.channels_last = channels_last
+        self.pooled_blocks = pooled_blocks
         layers, c = [], in_channels
-        for _ in range(blocks):
-            layers.append(conv_block(c, channels))
+        for block in range(blocks):
+            layers.append(conv_block(c, channels, pool=block < pooled_blocks))
             c = channels
         self.features = nn.Sequential(*layers)
         side = image_size
-        for _ in range(blocks):
+        for _ in range(min(blocks, pooled_blocks)):
             side //= 2
+        self.out_shape = (channels, side, side)
         self.out_features = channels * side * side
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.features(x).flatten(1)
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).flatten(1)

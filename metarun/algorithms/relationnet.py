@@ -1,0 +1,74 @@
+"""Relation Networks (Sung, Yang, Zhang, Xiang, Torr & Hospedales 2018, Sec. 3).
+
+    c_k = sum of f(x) over the support examples of class k        (feature maps, summed for K-shot)
+    r_{q,k} = g([f(x_q), c_k])                                     (learned relation score in [0, 1])
+    loss = sum (r_{q,k} - [y_q = k])^2                             (regression to the match, MSE)
+
+f is the backbone's feature map (Conv4 with pooling in its first two blocks only, as in the
+paper: ``backbone.pooled_blocks=2``, set for this algorithm by ``algo_data``); g is two
+conv blocks and two fully connected layers. Batch norm uses running statistics at test time
+(non-transductive).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.backbones.conv4 import conv_block
+from metarun.errors import ConfigError
+from metarun.tasks import Task, TaskBatch
+
+
+class RelationModule(nn.Module):
+    def __init__(self, in_shape: tuple[int, int, int], channels: int, hidden: int):
+        super().__init__()
+        c, side, _ = in_shape
+        self.convs = nn.Sequential(conv_block(2 * c, channels, pool=True),
+                                   conv_block(channels, channels, pool=True))
+        side = side // 2 // 2
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, hidden),
+                                nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(self.convs(pairs))).squeeze(1)
+
+
+class RelationNet(MetaLearner):
+    def __init__(self, backbone: nn.Module, cfg):
+        super().__init__("image")
+        self.backbone = backbone
+        side = backbone.out_shape[-1]
+        if side < 4:
+            raise ConfigError("backbone.pooled_blocks", backbone.pooled_blocks,
+                              f"fewer: the relation module pools twice, so it needs feature maps of "
+                              f"at least 4x4, and these are {side}x{side}")
+        self.relation = RelationModule(backbone.out_shape, cfg.relation_channels, cfg.relation_hidden)
+
+    def relation_scores(self, task: Task) -> torch.Tensor:
+        """(queries, ways) relation scores."""
+        n_support = task.support_x.shape[0]
+        maps = self.backbone.feature_map(torch.cat([task.support_x, task.query_x]))
+        support, query = maps[:n_support], maps[n_support:]
+        ways = int(task.support_y.max()) + 1
+        classes = torch.zeros(ways, *support.shape[1:], device=support.device, dtype=support.dtype)
+        classes = classes.index_add(0, task.support_y, support)
+        n_query = query.shape[0]
+        pairs = torch.cat([classes.unsqueeze(0).expand(n_query, *classes.shape),
+                           query.unsqueeze(1).expand(n_query, ways, *query.shape[1:])], dim=2)
+        return self.relation(pairs.flatten(0, 1)).view(n_query, ways)
+
+    def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(prediction, F.one_hot(target, prediction.shape[1]).to(prediction.dtype))
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        per_task = []
+        for task in batch:
+            scores = self.relation_scores(task)
+            (self.task_loss(scores, task.query_y) / len(batch)).backward()
+            per_task.append(self.task_metrics(scores.detach(), task.query_y))
+        return mean_metrics(per_task)
+
+    def adapt_and_predict(self, task: Task) -> torch.Tensor:
+        return self.relation_scores(task)

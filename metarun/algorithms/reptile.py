@@ -1,0 +1,91 @@
+"""Reptile (Nichol, Achiam & Schulman 2018, Algorithm 2, the batched version).
+
+    for each task T_i in the meta-batch:
+        phi_i = theta after k steps of SGD/Adam on mini-batches of T_i's examples
+    theta <- theta + epsilon * mean_i (phi_i - theta)        (epsilon annealed linearly to 0)
+
+No second derivatives and no support/query split while meta-training: each task's support and
+query images together are its training examples (the paper's "train shots"). The outer update
+is handed to the trainer as the gradient ``theta - mean_i phi_i``, so plain SGD with learning rate
+epsilon (``algo.optimizer``) and a linear schedule (``algo.scheduler``) apply the rule above.
+
+Batch norm uses batch statistics as in the paper's code; at test time ``transductive_bn`` says
+whether the query set is normalised with its own statistics (the paper's "transductive" numbers)
+or each query image together with the support set alone (its non-transductive protocol).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_per_query
+from metarun.tasks import Task, TaskBatch
+
+# Evaluation mini-batches are drawn from a fixed seed, so a checkpoint scores the same every time.
+EVAL_BATCH_SEED = 0
+
+
+def mini_batches(n: int, size: int, count: int, generator: torch.Generator | None):
+    """``count`` index batches of ``size``: passes over a shuffled 0..n-1, reshuffled when used up."""
+    order, used = torch.randperm(n, generator=generator), 0
+    for _ in range(count):
+        if used + size > n:
+            order, used = torch.randperm(n, generator=generator), 0
+        yield order[used:used + min(size, n)]
+        used += size
+
+
+class Reptile(MetaLearner):
+    def __init__(self, backbone: nn.Module, n_outputs: int, kind: str, cfg):
+        super().__init__(kind)
+        self.model = nn.Sequential(backbone, nn.Linear(backbone.out_features, n_outputs))
+        self.has_batchnorm = batch_statistics_only(self.model)
+        self.cfg = cfg
+        self.transductive = self.has_batchnorm and cfg.transductive_bn
+
+    def adapt(self, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int,
+              generator: torch.Generator | None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """phi: ``steps`` optimiser steps from theta on mini-batches of (x, y); the metrics of the last."""
+        params = {k: v.detach().clone().requires_grad_() for k, v in self.model.named_parameters()}
+        if self.cfg.inner_optimizer == "adam":
+            # beta1 = 0 as in the paper: no momentum carried between mini-batches
+            optimizer = torch.optim.Adam(params.values(), lr=self.cfg.inner_lr, betas=(0.0, 0.999))
+        else:
+            optimizer = torch.optim.SGD(params.values(), lr=self.cfg.inner_lr)
+        metrics = {}
+        for index in mini_batches(len(x), batch_size, steps, generator):
+            prediction = functional_call(self.model, params, (x[index],))
+            loss = self.task_loss(prediction, y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            metrics = self.task_metrics(prediction.detach(), y[index])
+        return {k: v.detach() for k, v in params.items()}, metrics
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        per_task = []
+        theta = dict(self.model.named_parameters())
+        for task in batch:
+            x = torch.cat([task.support_x, task.query_x])
+            y = torch.cat([task.support_y, task.query_y])
+            phi, metrics = self.adapt(x, y, self.cfg.inner_steps, self.cfg.inner_batch, None)
+            for name, p in theta.items():
+                step = (p.detach() - phi[name]) / len(batch)
+                p.grad = step if p.grad is None else p.grad + step
+            per_task.append(metrics)
+        return mean_metrics(per_task)
+
+    def adapt_and_predict(self, task: Task) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(EVAL_BATCH_SEED)
+        with torch.enable_grad():
+            phi, _ = self.adapt(task.support_x, task.support_y, self.cfg.eval_inner_steps,
+                                self.cfg.eval_inner_batch, generator)
+
+        def predict(x):
+            return functional_call(self.model, phi, (x,))
+
+        if self.cfg.transductive_bn or not self.has_batchnorm:
+            return predict(task.query_x)
+        return predict_per_query(predict, task.support_x, task.query_x)
