@@ -1,0 +1,275 @@
+"""Comparison of finished runs: one row per (algorithm, setting), with a paired test against
+the best row of the setting on the identical test episodes.
+
+Used at the end of every multirun (``metarun.sweep.CompareOnMultirunEnd``) and by the
+``metarun-compare DIR...`` command for any set of run or sweep directories. Runs that failed or
+have not finished are listed as such, never dropped silently.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from metarun.engine.stats import mean_ci95
+
+ERROR_FILE = "error.txt"  # written by the CLI when a run fails
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    status: str                       # finished | failed | unfinished
+    results: dict | None = None
+    scores: np.ndarray | None = None  # per test episode
+    tasks_per_s: float = float("nan")
+    detail: str = ""
+
+    @property
+    def algo(self) -> str:
+        return self.config["algo"]["name"]
+
+    @property
+    def setting(self) -> str:
+        """The data set and episode shape, from results.json when there is one (its values are
+        resolved), else from the run's config."""
+        data = self.config["data"]
+        facts = self.results or {"data": data["name"], "split": data.get("split"),
+                                 "ways": data["ways"], "shots": data["shots"],
+                                 "metric": "mse" if data.get("kind") == "regression" else "accuracy"}
+        if facts["metric"] == "mse":
+            return f"{facts['data']} {facts['shots']}-shot"
+        split = f" ({facts['split']})" if facts.get("split") else ""
+        return f"{facts['data']}{split} {facts['ways']}-way {facts['shots']}-shot"
+
+
+@dataclass
+class Row:
+    algo: str
+    setting: str
+    metric: str
+    runs: list[Run] = field(default_factory=list)
+    mean: float = float("nan")
+    ci95: float = float("nan")
+    seed_std: float = float("nan")
+    best: bool = False
+    p_vs_best: float = float("nan")
+    paired_n: int = 0
+
+
+def find_run_dirs(paths) -> list[Path]:
+    """Run directories (those holding .hydra/config.yaml) at or below each path, sorted."""
+    found = set()
+    for path in map(Path, paths):
+        if (path / ".hydra" / "config.yaml").is_file():
+            found.add(path)
+        else:
+            found.update(p.parent.parent for p in path.rglob(".hydra/config.yaml"))
+    return sorted(found)
+
+
+def read_run(path: Path) -> Run:
+    config = yaml.safe_load((path / ".hydra" / "config.yaml").read_text())
+    run = Run(path, config, "unfinished")
+    results = path / "results.json"
+    if results.is_file():
+        run.status, run.results = "finished", json.loads(results.read_text())
+        scores = path / "episode_scores.npy"
+        run.scores = np.load(scores) if scores.is_file() else None
+    elif (path / ERROR_FILE).is_file():
+        run.status = "failed"
+        run.detail = (path / ERROR_FILE).read_text().strip().splitlines()[-1]
+    else:
+        step = last_logged_step(path)
+        run.detail = f"stopped at step {step}" if step else "no step logged"
+    rates = [r["perf/tasks_per_s"] for r in read_metrics(path) if "perf/tasks_per_s" in r]
+    if rates:
+        run.tasks_per_s = float(np.mean(rates))
+    return run
+
+
+def read_metrics(path: Path) -> list[dict]:
+    metrics = path / "metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+
+
+def last_logged_step(path: Path) -> int:
+    return max((r["step"] for r in read_metrics(path)), default=0)
+
+
+def paired_p_value(differences: np.ndarray) -> float:
+    """Two-sided p-value of a paired t-test on per-episode differences, with the normal
+    approximation to the t distribution (accurate for the >= 100 episodes of a test)."""
+    n = len(differences)
+    if n < 2:
+        return float("nan")
+    sd = differences.std(ddof=1)
+    if sd == 0:
+        return 1.0 if differences.mean() == 0 else 0.0
+    t = differences.mean() / (sd / math.sqrt(n))
+    return math.erfc(abs(t) / math.sqrt(2))
+
+
+def episode_means(runs: list[Run]) -> np.ndarray | None:
+    """Per-episode scores averaged over the runs (seeds), on the episodes all of them share."""
+    scores = [r.scores for r in runs if r.scores is not None]
+    if not scores:
+        return None
+    n = min(len(s) for s in scores)
+    return np.mean([s[:n] for s in scores], axis=0)
+
+
+def build_rows(runs: list[Run]) -> list[Row]:
+    rows: dict[tuple[str, str], Row] = {}
+    for run in runs:
+        if run.status != "finished":
+            continue
+        key = (run.setting, run.algo)
+        rows.setdefault(key, Row(run.algo, run.setting, run.results["metric"])).runs.append(run)
+    for row in rows.values():
+        means = episode_means(row.runs)
+        if means is not None:
+            row.mean, row.ci95 = mean_ci95(means)
+        else:
+            row.mean = float(np.mean([r.results["mean"] for r in row.runs]))
+        if len(row.runs) > 1:
+            row.seed_std = float(np.std([r.results["mean"] for r in row.runs], ddof=1))
+    for setting in {row.setting for row in rows.values()}:
+        members = [row for row in rows.values() if row.setting == setting]
+        higher_is_better = members[0].metric == "accuracy"
+        best = (max if higher_is_better else min)(members, key=lambda r: r.mean)
+        best.best = True
+        best_scores = episode_means(best.runs)
+        for row in members:
+            scores = episode_means(row.runs)
+            if row is best or scores is None or best_scores is None:
+                continue
+            n = min(len(scores), len(best_scores))
+            row.paired_n = n
+            row.p_vs_best = paired_p_value(scores[:n] - best_scores[:n])
+    return sorted(rows.values(), key=lambda r: (r.setting, r.algo))
+
+
+def scale(metric: str) -> tuple[float, str]:
+    return (100.0, "%") if metric == "accuracy" else (1.0, "")
+
+
+def format_row(row: Row) -> dict[str, str]:
+    factor, unit = scale(row.metric)
+    results = [r.results for r in row.runs]
+    return {
+        "setting": row.setting,
+        "algo": ("**" + row.algo + "**") if row.best else row.algo,
+        "metric": row.metric,
+        "test": f"{row.mean * factor:.2f}{unit} ± {row.ci95 * factor:.2f}{unit}",
+        "seeds": str(len(row.runs)),
+        "seed std": "" if math.isnan(row.seed_std) else f"{row.seed_std * factor:.2f}{unit}",
+        "paired p vs best": "best" if row.best else
+                            ("" if math.isnan(row.p_vs_best) else f"{row.p_vs_best:.3g} (n={row.paired_n})"),
+        "train time (s)": f"{np.mean([r['wall_time_s'] for r in results]):.0f}",
+        "tasks/s": f"{np.nanmean([r.tasks_per_s for r in row.runs]):.1f}"
+                   if any(not math.isnan(r.tasks_per_s) for r in row.runs) else "",
+        "params": f"{results[0]['params']:,}",
+    }
+
+
+def markdown(rows: list[Row], runs: list[Run]) -> str:
+    lines = ["# Comparison", "",
+             "Test score: mean ± 95% CI over the test episodes (averaged over seeds episode by "
+             "episode); the best of each setting in bold; p: paired t-test against the best on "
+             "the identical test episodes.", ""]
+    if rows:
+        table = [format_row(row) for row in rows]
+        header = list(table[0])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r[h] for h in header) + " |" for r in table]
+    else:
+        lines.append("No finished runs.")
+    incomplete = [r for r in runs if r.status != "finished"]
+    if incomplete:
+        lines += ["", "## Runs without results", "", "| run | algo | setting | status | detail |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r.path} | {r.algo} | {r.setting} | {r.status} | {r.detail} |" for r in incomplete]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[Row], runs: list[Run], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["setting", "algo", "metric", "status", "mean", "ci95", "seeds", "seed_std",
+                         "best", "p_vs_best", "paired_n", "wall_time_s", "tasks_per_s", "params"])
+        for row in rows:
+            writer.writerow([row.setting, row.algo, row.metric, "finished", row.mean, row.ci95,
+                             len(row.runs), row.seed_std, row.best, row.p_vs_best, row.paired_n,
+                             np.mean([r.results["wall_time_s"] for r in row.runs]),
+                             np.nanmean([r.tasks_per_s for r in row.runs]),
+                             row.runs[0].results["params"]])
+        for run in runs:
+            if run.status != "finished":
+                writer.writerow([run.setting, run.algo, "", run.status] + [""] * 10)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = sorted({row.setting for row in rows})
+    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(4 + 1.2 * len(rows), 4), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        members = [row for row in rows if row.setting == setting]
+        factor, unit = scale(members[0].metric)
+        ax.bar([row.algo for row in members], [row.mean * factor for row in members],
+               yerr=[0 if math.isnan(row.ci95) else row.ci95 * factor for row in members],
+               color=["tab:orange" if row.best else "tab:blue" for row in members], capsize=4)
+        ax.set_title(setting, fontsize=9)
+        ax.set_ylabel(f"test {members[0].metric}{' (%)' if unit else ''}")
+        low = min(row.mean * factor for row in members)
+        if members[0].metric == "accuracy":
+            ax.set_ylim(max(0.0, low - 5), 100)
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(paths, out_dir: Path) -> str:
+    """Write comparison.md, comparison.csv and comparison.png into ``out_dir``; return the table."""
+    runs = [read_run(p) for p in find_run_dirs(paths)]
+    rows = build_rows(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, runs)
+    (out_dir / "comparison.md").write_text(text)
+    write_csv(rows, runs, out_dir / "comparison.csv")
+    if rows:
+        plot(rows, out_dir / "comparison.png")
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="metarun-compare", description="Compare finished metarun runs (run or sweep dirs).")
+    parser.add_argument("dirs", nargs="+", type=Path, help="run directories or sweep directories")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write comparison.{md,csv,png} (default: the one dir given, "
+                             "else the current directory)")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        parser.error(f"not a directory: {', '.join(map(str, missing))}")
+    out = args.out or (args.dirs[0] if len(args.dirs) == 1 else Path.cwd())
+    print(compare(args.dirs, out), end="")
+    print(f"written: {out / 'comparison.md'}, comparison.csv, comparison.png")
+
+
+if __name__ == "__main__":
+    main()

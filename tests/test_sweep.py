@@ -1,0 +1,112 @@
+"""Multirun sweeps end with a comparison; failed runs are listed; a killed sweep resumes."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import metarun_command
+from metarun.compare import compare, paired_p_value
+from metarun.engine.stats import mean_ci95
+
+SHORT = ("trainer.val_every=0", "eval.episodes=60", "algo.episode.ways=5", "algo.episode.queries=5")
+
+
+def sweep(cache_dir: Path, sweep_dir: Path, *args: str, timeout: float = 600):
+    command, env = metarun_command(cache_dir, "-m", f"hydra.sweep.dir={sweep_dir}", *args)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_multirun_writes_a_comparison_that_matches_the_runs(cache_dir, tmp_path):
+    done = sweep(cache_dir, tmp_path, "algo=protonet,matchingnet", "seed=0,1", "trainer.max_steps=30",
+                 *SHORT)
+    assert done.returncode == 0, done.stderr
+    for name in ("comparison.md", "comparison.csv", "comparison.png"):
+        assert (tmp_path / name).is_file(), name
+    rows = {row["algo"]: row for row in read_csv(tmp_path / "comparison.csv")}
+    assert set(rows) == {"protonet", "matchingnet"}
+    for algo, row in rows.items():
+        runs = sorted(tmp_path.glob(f"*_{algo}_omniglot"))
+        assert len(runs) == 2 and int(row["seeds"]) == 2
+        scores = np.mean([np.load(r / "episode_scores.npy") for r in runs], axis=0)
+        mean, ci95 = mean_ci95(scores)
+        assert float(row["mean"]) == pytest.approx(mean)
+        assert float(row["ci95"]) == pytest.approx(ci95)
+        # and each run's own results.json agrees with its episode scores
+        for r in runs:
+            results = json.loads((r / "results.json").read_text())
+            assert results["mean"] == pytest.approx(np.load(r / "episode_scores.npy").mean())
+    best = max(rows.values(), key=lambda row: float(row["mean"]))
+    other = next(row for row in rows.values() if row is not best)
+    assert best["best"] == "True" and other["best"] == "False"
+    assert 0.0 <= float(other["p_vs_best"]) <= 1.0 and int(other["paired_n"]) == 60
+    assert "comparison written" in done.stdout
+
+
+def test_a_failed_run_is_listed_and_the_sweep_exits_nonzero(cache_dir, tmp_path):
+    # 30 queries + 1 shot exceed the 20 drawings of a character: that run fails at start
+    done = sweep(cache_dir, tmp_path, "algo=protonet", "data.queries=15,30", "trainer.max_steps=5",
+                 *SHORT)
+    assert done.returncode == 1
+    assert "1 run(s) of the sweep failed" in done.stderr
+    statuses = {row["status"] for row in read_csv(tmp_path / "comparison.csv")}
+    assert statuses == {"finished", "failed"}
+    table = (tmp_path / "comparison.md").read_text()
+    assert "Runs without results" in table and "data.queries=30 is not allowed" in table
+    # metarun-compare gives the same report for the same dir
+    assert compare([tmp_path], tmp_path / "again") == table
+
+
+def test_compare_lists_unfinished_runs(cache_dir, tmp_path):
+    done = sweep(cache_dir, tmp_path, "algo=protonet", "seed=0", "trainer.max_steps=5", *SHORT)
+    assert done.returncode == 0, done.stderr
+    (run,) = tmp_path.glob("0_*")
+    (run / "results.json").unlink()
+    table = compare([tmp_path], tmp_path)
+    assert "No finished runs." in table and "unfinished" in table and "stopped at step 5" in table
+
+
+def test_a_killed_sweep_resumes_skipping_finished_runs(cache_dir, tmp_path):
+    args = ("algo=protonet", "seed=0,1", "trainer.max_steps=400", "trainer.ckpt_every=10", *SHORT)
+    command, env = metarun_command(cache_dir, "-m", f"hydra.sweep.dir={tmp_path}", *args)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        # wait until the first run has finished and the second has written a checkpoint
+        while not (list(tmp_path.glob("0_*/results.json")) and list(tmp_path.glob("1_*/checkpoints/last.pt"))):
+            assert process.poll() is None and time.time() < deadline, "the sweep ended too early"
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not list(tmp_path.glob("1_*/results.json"))
+    first_results = next(tmp_path.glob("0_*/results.json")).read_text()
+
+    done = sweep(cache_dir, tmp_path, *args, "trainer.resume=true")
+    assert done.returncode == 0, done.stderr
+    assert next(tmp_path.glob("0_*/results.json")).read_text() == first_results  # not run again
+    log = (next(tmp_path.glob("1_*")) / "cli.log").read_text()
+    assert "resumed from" in log
+    rows = read_csv(tmp_path / "comparison.csv")
+    assert [row["status"] for row in rows] == ["finished"] and rows[0]["seeds"] == "2"
+
+
+def test_paired_p_value():
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=500)
+    assert paired_p_value(same - same) == 1.0
+    assert paired_p_value(rng.normal(0.0, 1.0, 2000)) > 0.01
+    assert paired_p_value(rng.normal(0.3, 1.0, 2000)) < 1e-6
