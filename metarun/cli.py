@@ -6,15 +6,18 @@ import logging
 import random
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms import build_learner
+from metarun.compare import ERROR_FILE
 from metarun.config_check import check_episode_shapes, validate_config
 from metarun.data import build_sources
 from metarun.engine.checkpoint import load_checkpoint
@@ -61,9 +64,28 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
     np.save(run_dir / "episode_scores.npy", scores)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger = RunLogger(run_dir)
-    logger.log(state["step"], {f"test/{'acc' if results['metric'] == 'accuracy' else 'mse'}": mean})
+    test_metric = {f"test/{'acc' if results['metric'] == 'accuracy' else 'mse'}": mean}
+    logger.log(state["step"], test_metric)
+    logger.log_hparams(hyper_parameters(cfg), test_metric)
     logger.close()
     return results
+
+
+def hyper_parameters(cfg) -> dict:
+    """The scalar settings that tell runs apart, flattened (``algo.inner_lr``, ``data.shots``...)."""
+    flat = {"seed": cfg.seed, "backbone": cfg.backbone.name, "trainer.max_steps": cfg.trainer.max_steps,
+            "trainer.precision": cfg.trainer.precision}
+
+    def add(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                add(f"{prefix}.{key}", value)
+        else:
+            flat[prefix] = node
+
+    for group in ("algo", "data"):
+        add(group, OmegaConf.to_container(cfg[group], resolve=True))
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
 def describe(results: dict) -> str:
@@ -78,6 +100,7 @@ def describe(results: dict) -> str:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """One run into ``run_dir``: meta-train then test (mode=train), or test a checkpoint (mode=eval)."""
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt
     validate_config(cfg)
     device = pick_device(cfg.device.name)
     seed_everything(cfg.seed)
@@ -127,11 +150,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except MetarunError as e:
-        print(f"metarun: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        run(cfg, run_dir)
+    except Exception as e:
+        # the reason stays with the run, for metarun-compare and for whoever resumes it
+        summary = f"metarun: error: {e}" if isinstance(e, MetarunError) else traceback.format_exc()
+        (run_dir / ERROR_FILE).write_text(summary + "\n")
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # record the failure and let the other runs of the sweep go on; the sweep's
+            # comparison lists it and the sweep exits with status 1
+            log.error(f"run {run_dir} failed: {e}")
+            return
+        if isinstance(e, MetarunError):
+            print(summary, file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ def test_run_writes_everything_and_eval_mode_reproduces_the_test_score(cli, tmp_
     (event_dir,) = {p.parent for p in (run_dir / "tb").glob("events.out.tfevents.*")}
     events = EventAccumulator(str(event_dir))
     events.Reload()
-    assert {"train/loss", "train/acc", "val/acc", "lr", "perf/tasks_per_s"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/acc", "lr", "perf/tasks_per_s", "test/acc"} <= set(events.Tags()["scalars"])
+    # the run's row of TensorBoard's HPARAMS table: its settings and its test score
+    hparams = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+    session = hparams["_hparams_/session_start_info"]
+    assert b"algo.name" in session and b"protonet" in session and b"data.shots" in session
+    assert b"test/acc" in hparams["_hparams_/experiment"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val/acc" in r] == [15, 30]
 

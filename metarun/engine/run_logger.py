@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 
 class RunLogger:
@@ -22,6 +23,13 @@ class RunLogger:
             self.writer.add_scalar(key, value, step)
         with open(self.jsonl, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def log_hparams(self, params: dict, metrics: dict[str, float]) -> None:
+        """The run's row in TensorBoard's HPARAMS table: its hyper-parameters and final metrics
+        (written into this run's own event dir, so a sweep shows one row per run)."""
+        experiment, start, end = hparams(params, metrics)
+        for summary in (experiment, start, end):
+            self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
         self.writer.close()
