@@ -19,8 +19,14 @@ from metarun.engine.stats import mean_ci95
 SHORT = ("trainer.val_every=0", "eval.episodes=60", "algo.episode.ways=5", "algo.episode.queries=5")
 
 
+def sweep_command(cache_dir: Path, sweep_dir: Path, *args: str) -> tuple[list[str], dict]:
+    command, env = metarun_command(cache_dir, f"hydra.sweep.dir={sweep_dir}", *args)
+    command.insert(command.index("metarun.cli") + 1, "--multirun")  # before the overrides
+    return command, env
+
+
 def sweep(cache_dir: Path, sweep_dir: Path, *args: str, timeout: float = 600):
-    command, env = metarun_command(cache_dir, "-m", f"hydra.sweep.dir={sweep_dir}", *args)
+    command, env = sweep_command(cache_dir, sweep_dir, *args)
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -64,7 +70,7 @@ def test_a_failed_run_is_listed_and_the_sweep_exits_nonzero(cache_dir, tmp_path)
     statuses = {row["status"] for row in read_csv(tmp_path / "comparison.csv")}
     assert statuses == {"finished", "failed"}
     table = (tmp_path / "comparison.md").read_text()
-    assert "Runs without results" in table and "data.queries=30 is not allowed" in table
+    assert "Runs without results" in table and "data.shots + data.queries=31 is not allowed" in table
     # metarun-compare gives the same report for the same dir
     assert compare([tmp_path], tmp_path / "again") == table
 
@@ -79,8 +85,8 @@ def test_compare_lists_unfinished_runs(cache_dir, tmp_path):
 
 
 def test_a_killed_sweep_resumes_skipping_finished_runs(cache_dir, tmp_path):
-    args = ("algo=protonet", "seed=0,1", "trainer.max_steps=400", "trainer.ckpt_every=10", *SHORT)
-    command, env = metarun_command(cache_dir, "-m", f"hydra.sweep.dir={tmp_path}", *args)
+    args = ("algo=protonet", "seed=0,1", "trainer.max_steps=100", "trainer.ckpt_every=10", *SHORT)
+    command, env = sweep_command(cache_dir, tmp_path, *args)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.time() + 300
