@@ -106,6 +106,12 @@ def last_logged_step(path: Path) -> int:
     return max((r["step"] for r in read_metrics(path)), default=0)
 
 
+def mean_rate(runs: list[Run]) -> float:
+    """Mean tasks/s of the runs that logged one (NaN when none did, e.g. runs shorter than log_every)."""
+    rates = [r.tasks_per_s for r in runs if not math.isnan(r.tasks_per_s)]
+    return float(np.mean(rates)) if rates else float("nan")
+
+
 def paired_p_value(differences: np.ndarray) -> float:
     """Two-sided p-value of a paired t-test on per-episode differences, with the normal
     approximation to the t distribution (accurate for the >= 100 episodes of a test)."""
@@ -176,8 +182,7 @@ def format_row(row: Row) -> dict[str, str]:
         "paired p vs best": "best" if row.best else
                             ("" if math.isnan(row.p_vs_best) else f"{row.p_vs_best:.3g} (n={row.paired_n})"),
         "train time (s)": f"{np.mean([r['wall_time_s'] for r in results]):.0f}",
-        "tasks/s": f"{np.nanmean([r.tasks_per_s for r in row.runs]):.1f}"
-                   if any(not math.isnan(r.tasks_per_s) for r in row.runs) else "",
+        "tasks/s": "" if math.isnan(mean_rate(row.runs)) else f"{mean_rate(row.runs):.1f}",
         "params": f"{results[0]['params']:,}",
     }
 
@@ -211,7 +216,7 @@ def write_csv(rows: list[Row], runs: list[Run], path: Path) -> None:
             writer.writerow([row.setting, row.algo, row.metric, "finished", row.mean, row.ci95,
                              len(row.runs), row.seed_std, row.best, row.p_vs_best, row.paired_n,
                              np.mean([r.results["wall_time_s"] for r in row.runs]),
-                             np.nanmean([r.tasks_per_s for r in row.runs]),
+                             mean_rate(row.runs),
                              row.runs[0].results["params"]])
         for run in runs:
             if run.status != "finished":

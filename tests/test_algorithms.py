@@ -35,7 +35,7 @@ def meta_loss(learner: MAML, batch, params: dict) -> float:
     for task in batch:
         fast = inner_sgd(learner.model, params, task.support_x, task.support_y, learner.task_loss,
                          learner.inner_lr, learner.inner_steps, create_graph=False)
-        total += float(learner.task_loss(functional_call(learner.model, fast, (task.query_x,)), task.query_y))
+        total += float(learner.task_loss(functional_call(learner.model, fast, (task.query_x,)), task.query_y).detach())
     return total / len(batch)
 
 

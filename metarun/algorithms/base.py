@@ -34,7 +34,15 @@ class MetaLearner(nn.Module):
         return metrics
 
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
-        raise NotImplementedError
+        """One outer update's gradient. This default serves learners whose query predictions are
+        differentiable end to end with no inner loop (the metric learners): the mean query loss
+        of the batch's tasks, back-propagated task by task to hold one task's graph at a time."""
+        per_task = []
+        for task in batch:
+            prediction = self.adapt_and_predict(task)
+            (self.task_loss(prediction, task.query_y) / len(batch)).backward()
+            per_task.append(self.task_metrics(prediction.detach(), task.query_y))
+        return mean_metrics(per_task)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         """Query predictions (logits or regression values) after adapting on the support set."""

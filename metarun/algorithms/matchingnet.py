@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.tasks import Task, TaskBatch
+from metarun.algorithms.base import MetaLearner
+from metarun.tasks import Task
 
 
 class SupportContext(nn.Module):
@@ -75,14 +75,6 @@ class MatchingNet(MetaLearner):
 
     def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.nll_loss(prediction, target)
-
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
-        per_task = []
-        for task in batch:
-            log_p = self.log_probabilities(task)
-            (self.task_loss(log_p, task.query_y) / len(batch)).backward()
-            per_task.append(self.task_metrics(log_p.detach(), task.query_y))
-        return mean_metrics(per_task)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         return self.log_probabilities(task)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.tasks import Task, TaskBatch
+from metarun.algorithms.base import MetaLearner
+from metarun.tasks import Task
 
 
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -40,14 +40,6 @@ class ProtoNet(MetaLearner):
         n_support = task.support_x.shape[0]
         features = self.backbone(torch.cat([task.support_x, task.query_x]))
         return prototype_logits(features[:n_support], task.support_y, features[n_support:])
-
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
-        per_task = []
-        for task in batch:
-            logits = self.logits(task)
-            (self.task_loss(logits, task.query_y) / len(batch)).backward()
-            per_task.append(self.task_metrics(logits.detach(), task.query_y))
-        return mean_metrics(per_task)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         return self.logits(task)

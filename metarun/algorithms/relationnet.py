@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.base import MetaLearner
 from metarun.backbones.conv4 import conv_block
 from metarun.errors import ConfigError
-from metarun.tasks import Task, TaskBatch
+from metarun.tasks import Task
 
 
 class RelationModule(nn.Module):
@@ -61,14 +61,6 @@ class RelationNet(MetaLearner):
 
     def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(prediction, F.one_hot(target, prediction.shape[1]).to(prediction.dtype))
-
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
-        per_task = []
-        for task in batch:
-            scores = self.relation_scores(task)
-            (self.task_loss(scores, task.query_y) / len(batch)).backward()
-            per_task.append(self.task_metrics(scores.detach(), task.query_y))
-        return mean_metrics(per_task)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         return self.relation_scores(task)
