@@ -86,10 +86,11 @@ def read_run(path: Path) -> Run:
     elif (path / ERROR_FILE).is_file():
         run.status = "failed"
         run.detail = (path / ERROR_FILE).read_text().strip().splitlines()[-1]
-    else:
-        step = last_logged_step(path)
+    metrics = read_metrics(path)
+    if run.status == "unfinished":
+        step = max((r["step"] for r in metrics), default=0)
         run.detail = f"stopped at step {step}" if step else "no step logged"
-    rates = [r["perf/tasks_per_s"] for r in read_metrics(path) if "perf/tasks_per_s" in r]
+    rates = [r["perf/tasks_per_s"] for r in metrics if "perf/tasks_per_s" in r]
     if rates:
         run.tasks_per_s = float(np.mean(rates))
     return run
@@ -100,10 +101,6 @@ def read_metrics(path: Path) -> list[dict]:
     if not metrics.is_file():
         return []
     return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-
-
-def last_logged_step(path: Path) -> int:
-    return max((r["step"] for r in read_metrics(path)), default=0)
 
 
 def mean_rate(runs: list[Run]) -> float:
@@ -249,7 +246,11 @@ def plot(rows: list[Row], path: Path) -> None:
 
 def compare(paths, out_dir: Path) -> str:
     """Write comparison.md, comparison.csv and comparison.png into ``out_dir``; return the table."""
-    runs = [read_run(p) for p in find_run_dirs(paths)]
+    return write_report([read_run(p) for p in find_run_dirs(paths)], out_dir)
+
+
+def write_report(runs: list[Run], out_dir: Path) -> str:
+    """The comparison files of ``runs`` in ``out_dir``; returns the markdown table."""
     rows = build_rows(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, runs)

@@ -1,14 +1,11 @@
 """End of a multirun: compare its runs (see ``metarun.compare``), failed ones included."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from metarun.compare import compare, find_run_dirs, read_run
-
-log = logging.getLogger("metarun")
+from metarun.compare import find_run_dirs, read_run, write_report
 
 
 class CompareOnMultirunEnd(Callback):
@@ -19,9 +16,10 @@ class CompareOnMultirunEnd(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        print(compare([sweep_dir], sweep_dir), end="")
+        runs = [read_run(path) for path in find_run_dirs([sweep_dir])]
+        print(write_report(runs, sweep_dir), end="")
         print(f"comparison written to {sweep_dir}/comparison.md, .csv, .png")
-        failed = [run.path for run in map(read_run, find_run_dirs([sweep_dir])) if run.status == "failed"]
+        failed = [run.path for run in runs if run.status == "failed"]
         if failed:
             raise SystemExit(f"metarun: {len(failed)} run(s) of the sweep failed: "
                              + ", ".join(map(str, failed)))
