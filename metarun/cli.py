@@ -20,7 +20,9 @@ from metarun.algorithms import build_learner
 from metarun.compare import ERROR_FILE
 from metarun.config_check import check_episode_shapes, validate_config
 from metarun.data import build_sources
+from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
+from metarun.engine.cpu_threads import threads_per_run
 from metarun.engine.evaluate import evaluate
 from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import mean_ci95
@@ -42,7 +44,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_time: float) -> dict:
+def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_time: float,
+         val_best: float | None = None) -> dict:
     """Score the learner on the fixed test episodes; write results.json and the per-episode scores."""
     state = load_checkpoint(checkpoint)
     learner.load_state_dict(state["model"])
@@ -60,6 +63,7 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
         "ways": data.ways, "shots": data.shots, "queries": data.queries,
         "eval_seed": cfg.eval.seed, "transductive_bn": learner.transductive,
         "checkpoint": str(checkpoint), "step": state["step"], "seed": cfg.seed,
+        "val_best": val_best,
     }
     np.save(run_dir / "episode_scores.npy", scores)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -98,11 +102,20 @@ def describe(results: dict) -> str:
             f"± {results['ci95'] * scale:.2f}{unit} (95% CI)")
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """One run into ``run_dir``: meta-train then test (mode=train), or test a checkpoint (mode=eval)."""
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt
+def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
+        device_name: str | None = None, launcher_cfg=None) -> dict | None:
+    """One run into ``run_dir``: meta-train then test (mode=train), or test a checkpoint (mode=eval).
+    Under torchrun every rank calls this; rank 0 alone tests and returns the results."""
+    ranks = ranks or distributed.Ranks()
+    if ranks.is_main:
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt
     validate_config(cfg)
-    device = pick_device(cfg.device.name)
+    ranks.check_meta_batch(cfg.algo.meta_batch)
+    device = pick_device(device_name or cfg.device.name)
+    threads = threads_per_run(cfg.device.threads, launcher_cfg, distributed.local_processes())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log.info(f"device {device}, {torch.get_num_threads()} torch CPU thread(s)")
     seed_everything(cfg.seed)
     sources = build_sources(cfg.data, cfg.paths)
     check_episode_shapes(cfg, sources)
@@ -113,6 +126,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     learner = build_learner(cfg, train.kind, train.image_shape).to(device)
 
     if cfg.mode == "eval":
+        if not ranks.is_main:
+            return None
         checkpoint = Path(cfg.trainer.ckpt_path)
         trained = load_checkpoint(checkpoint)["config"]
         for group in ("algo", "backbone"):
@@ -132,7 +147,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return results
     log.info(f"run dir {run_dir}  (to resume it: same command + hydra.run.dir={run_dir} "
              "trainer.resume=true)")
-    trainer = Trainer(cfg, learner, sources, run_dir, device)
+    trainer = Trainer(cfg, learner, sources, run_dir, device, ranks)
     if cfg.trainer.ckpt_path:
         trainer.resume_from(Path(cfg.trainer.ckpt_path))
     elif cfg.trainer.resume:
@@ -141,20 +156,41 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         else:
             log.info(f"no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
     trainer.fit()
+    distributed.stop(ranks)  # testing is rank 0's alone
+    if not ranks.is_main:
+        return None
     best = run_dir / "checkpoints" / "best.pt"
     checkpoint = best if cfg.eval.checkpoint == "best" and best.exists() else last
-    results = test(cfg, learner, sources, device, run_dir, checkpoint, trainer.train_time)
+    results = test(cfg, learner, sources, device, run_dir, checkpoint, trainer.train_time, trainer.best)
     log.info(describe(results))
     return results
 
 
+def objective(results: dict | None, key: str) -> float:
+    """What the run returns to an optimising sweeper: NaN (a failed trial, to Optuna) when the
+    run failed or has no such value (no validation)."""
+    value = (results or {}).get(key)
+    return float("nan") if value is None else float(value)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if distributed.launched_world_size() > 1 and hydra_cfg.mode == RunMode.MULTIRUN:
+        print("metarun: error: --multirun under torchrun: one run per torchrun launch; sweep with a "
+              "launcher instead (hydra/launcher=joblib or submitit_*)", file=sys.stderr)
+        sys.exit(2)
+    ranks, device_name = distributed.start(cfg.device.name)
+    # every rank works in rank 0's run dir (their own Hydra dirs may differ by a timestamp)
+    run_dir = ranks.broadcast(Path(hydra_cfg.runtime.output_dir))
+    results = None
     try:
-        run(cfg, run_dir)
+        results = run(cfg, run_dir, ranks, device_name, hydra_cfg.launcher)
     except Exception as e:
+        if not ranks.is_main:  # rank 0 reports it
+            if isinstance(e, MetarunError):
+                sys.exit(2)
+            raise
         # the reason stays with the run, for metarun-compare and for whoever resumes it
         summary = f"metarun: error: {e}" if isinstance(e, MetarunError) else traceback.format_exc()
         (run_dir / ERROR_FILE).write_text(summary + "\n")
@@ -162,11 +198,23 @@ def main(cfg: DictConfig) -> None:
             # record the failure and let the other runs of the sweep go on; the sweep's
             # comparison lists it and the sweep exits with status 1
             log.error(f"run {run_dir} failed: {e}")
-            return
-        if isinstance(e, MetarunError):
+        elif isinstance(e, MetarunError):
             print(summary, file=sys.stderr)
             sys.exit(2)
-        raise
+        else:
+            raise
+    finally:
+        distributed.stop(ranks, wait_for_others=False)
+    return objective(results, cfg.optimized_metric) if ranks.is_main else None
+
+
+def main() -> None:
+    """The ``metarun`` command. Under torchrun only rank 0 keeps a Hydra output dir and log file."""
+    if distributed.launched_rank() > 0:
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        if not any(arg.startswith("hydra.run.dir=") for arg in sys.argv):
+            sys.argv.append("hydra.run.dir=.")
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Comparison of finished runs: one row per (algorithm, setting), with a paired test against
-the best row of the setting on the identical test episodes.
+the best row of the setting on the identical test episodes. Runs that differ in anything but
+the seed and the data set (``algo.inner_lr=0.1,0.4``, an Optuna search) get a row each, labelled
+with the overrides that tell them apart; seeds are averaged within a row.
 
 Used at the end of every multirun (``metarun.sweep.CompareOnMultirunEnd``) and by the
 ``metarun-compare DIR...`` command for any set of run or sweep directories. Runs that failed or
@@ -20,6 +22,10 @@ import yaml
 from metarun.engine.stats import mean_ci95
 
 ERROR_FILE = "error.txt"  # written by the CLI when a run fails
+# overrides that do not make a run a variant: the seed (averaged over), the data set and episode
+# shape (the setting), and keys that change how a run is shown or resumed, not what it computes
+NOT_VARIANT_KEYS = ("seed", "algo", "trainer.progress", "trainer.resume")
+NOT_VARIANT_PREFIXES = ("data", "hydra")
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Run:
     scores: np.ndarray | None = None  # per test episode
     tasks_per_s: float = float("nan")
     detail: str = ""
+    overrides: dict[str, str] = field(default_factory=dict)  # the run's command-line overrides
 
     @property
     def algo(self) -> str:
@@ -75,9 +82,41 @@ def find_run_dirs(paths) -> list[Path]:
     return sorted(found)
 
 
+def read_overrides(path: Path) -> dict[str, str]:
+    """``key=value`` overrides of a run (``+``/``++`` prefixes dropped), minus the non-variant keys."""
+    file = path / ".hydra" / "overrides.yaml"
+    overrides = {}
+    for item in (yaml.safe_load(file.read_text()) if file.is_file() else None) or []:
+        key, _, value = str(item).partition("=")
+        key = key.lstrip("+~")
+        if key not in NOT_VARIANT_KEYS and not key.startswith(NOT_VARIANT_PREFIXES):
+            overrides[key] = value
+    return overrides
+
+
+def short_value(value: str) -> str:
+    """Numbers to 4 significant digits (an Optuna trial's 0.2588170214937917 -> 0.2588)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if len(value) <= 6 else f"{number:.4g}"
+
+
+def variant_labels(runs: list[Run]) -> dict[Path, str]:
+    """Each run's row label: its algorithm, plus the overrides whose values differ between runs."""
+    keys = sorted({k for r in runs for k in r.overrides})
+    varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+    labels = {}
+    for run in runs:
+        parts = [f"{k}={short_value(run.overrides[k])}" for k in varying if k in run.overrides]
+        labels[run.path] = run.algo + (f" ({', '.join(parts)})" if parts else "")
+    return labels
+
+
 def read_run(path: Path) -> Run:
     config = yaml.safe_load((path / ".hydra" / "config.yaml").read_text())
-    run = Run(path, config, "unfinished")
+    run = Run(path, config, "unfinished", overrides=read_overrides(path))
     results = path / "results.json"
     if results.is_file():
         run.status, run.results = "finished", json.loads(results.read_text())
@@ -133,11 +172,11 @@ def episode_means(runs: list[Run]) -> np.ndarray | None:
 
 def build_rows(runs: list[Run]) -> list[Row]:
     rows: dict[tuple[str, str], Row] = {}
-    for run in runs:
-        if run.status != "finished":
-            continue
-        key = (run.setting, run.algo)
-        rows.setdefault(key, Row(run.algo, run.setting, run.results["metric"])).runs.append(run)
+    finished = [run for run in runs if run.status == "finished"]
+    labels = variant_labels(finished)
+    for run in finished:
+        key = (run.setting, labels[run.path])
+        rows.setdefault(key, Row(key[1], run.setting, run.results["metric"])).runs.append(run)
     for row in rows.values():
         means = episode_means(row.runs)
         if means is not None:
@@ -230,7 +269,8 @@ def plot(rows: list[Row], path: Path) -> None:
     for ax, setting in zip(axes[0], settings):
         members = [row for row in rows if row.setting == setting]
         factor, unit = scale(members[0].metric)
-        ax.bar([row.algo for row in members], [row.mean * factor for row in members],
+        ax.bar([row.algo.replace(" (", "\n(").replace(", ", "\n") for row in members],
+               [row.mean * factor for row in members],
                yerr=[0 if math.isnan(row.ci95) else row.ci95 * factor for row in members],
                color=["tab:orange" if row.best else "tab:blue" for row in members], capsize=4)
         ax.set_title(setting, fontsize=9)
@@ -238,9 +278,8 @@ def plot(rows: list[Row], path: Path) -> None:
         low = min(row.mean * factor for row in members)
         if members[0].metric == "accuracy":
             ax.set_ylim(max(0.0, low - 5), 100)
-        ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        ax.tick_params(axis="x", rotation=30, labelsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -79,6 +79,9 @@ def validate_config(cfg) -> None:
         raise ConfigError("backbone", cfg.backbone.name,
                           f"data={cfg.data.name} is {cfg.data.kind} data; use backbone="
                           f"{' or backbone='.join(fitting)}")
+    threads = cfg.device.threads
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError("device.threads", threads, "auto or a positive integer")
     if cfg.device.name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda", "auto or cpu: no CUDA device is visible to torch here")
     if cfg.mode == "eval" and not cfg.trainer.ckpt_path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import metarun_command
 from metarun.compare import compare, paired_p_value
@@ -59,6 +60,49 @@ def test_multirun_writes_a_comparison_that_matches_the_runs(cache_dir, tmp_path)
     assert best["best"] == "True" and other["best"] == "False"
     assert 0.0 <= float(other["p_vs_best"]) <= 1.0 and int(other["paired_n"]) == 60
     assert "comparison written" in done.stdout
+
+
+def test_joblib_sweep_over_a_hyper_parameter_gives_a_row_per_value(cache_dir, tmp_path):
+    done = sweep(cache_dir, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                 "algo=protonet", "algo.optimizer.lr=0.0005,0.004", "trainer.max_steps=30", *SHORT)
+    assert done.returncode == 0, done.stderr
+    rows = {row["algo"]: row for row in read_csv(tmp_path / "comparison.csv")}
+    assert set(rows) == {"protonet (algo.optimizer.lr=0.0005)", "protonet (algo.optimizer.lr=0.004)"}
+    for run in tmp_path.glob("*_protonet_omniglot"):
+        lr = json.loads((run / "results.json").read_text())
+        label = f"protonet (algo.optimizer.lr={'0.0005' if run.name.startswith('0_') else '0.004'})"
+        assert float(rows[label]["mean"]) == pytest.approx(lr["mean"])
+        # two jobs at once share the cores: each run's torch gets its half
+        cores = len(os.sched_getaffinity(0))
+        assert f"{max(1, cores // 2)} torch CPU thread(s)" in (run / "cli.log").read_text()
+
+
+def test_submitit_local_sweep(cache_dir, tmp_path):
+    done = sweep(cache_dir, tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",
+                 "algo=protonet,matchingnet", "trainer.max_steps=20", *SHORT)
+    assert done.returncode == 0, done.stderr
+    rows = {row["algo"]: row for row in read_csv(tmp_path / "comparison.csv")}
+    assert set(rows) == {"protonet", "matchingnet"}
+    for run in tmp_path.glob("*_omniglot"):
+        results = json.loads((run / "results.json").read_text())
+        assert float(rows[results["algo"]]["mean"]) == pytest.approx(results["mean"])
+        assert "1 torch CPU thread(s)" in (run / "cli.log").read_text()
+
+
+def test_optuna_search_maximises_validation_accuracy(cache_dir, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='needs pip install -e ".[search]"')
+    command, env = metarun_command(
+        cache_dir, "hparams_search=maml_omniglot", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}",
+        "algo.meta_batch=2", "trainer.max_steps=20", "trainer.val_every=10", "trainer.val_episodes=20",
+        "eval.episodes=20")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    trials = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*_maml_omniglot/results.json"))]
+    assert len(trials) == 3 and all(t["val_best"] is not None for t in trials)
+    found = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert found["best_value"] == pytest.approx(max(t["val_best"] for t in trials))
+    assert set(found["best_params"]) == {"algo.inner_lr", "algo.optimizer.lr", "algo.inner_steps"}
+    assert len(read_csv(tmp_path / "comparison.csv")) == 3  # a row per trial
 
 
 def test_a_failed_run_is_listed_and_the_sweep_exits_nonzero(cache_dir, tmp_path):

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from metarun.algorithms import MetaLearner
 from metarun.data import EpisodeSource
+from metarun.engine.distributed import Ranks
 from metarun.engine.checkpoint import atomic_save, load_checkpoint, restore_rng_states, rng_states
 from metarun.engine.evaluate import evaluate
 from metarun.engine.run_logger import RunLogger
@@ -53,12 +54,15 @@ def build_scheduler(optimizer, cfg):
 class Trainer:
     """Meta-trains ``learner`` on episodes from ``sources["train"]``, validates on the fixed
     ``sources["val"]`` episodes, and keeps ``checkpoints/last.pt`` (for resuming) and
-    ``checkpoints/best.pt`` (best validation score) in ``run_dir``."""
+    ``checkpoints/best.pt`` (best validation score) in ``run_dir``. Under torchrun (``ranks``)
+    each rank meta-trains on its share of every meta-batch; rank 0 alone validates, logs and
+    writes checkpoints."""
 
     def __init__(self, cfg, learner: MetaLearner, sources: dict[str, EpisodeSource | None],
-                 run_dir: Path, device: torch.device):
+                 run_dir: Path, device: torch.device, ranks: Ranks | None = None):
         self.cfg, self.learner, self.sources = cfg, learner, sources
         self.run_dir, self.device = run_dir, device
+        self.ranks = ranks or Ranks()
         self.ckpt_dir = run_dir / "checkpoints"
         self.optimizer = build_optimizer(learner, cfg.algo.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.algo.scheduler)
@@ -98,28 +102,34 @@ class Trainer:
 
     def fit(self) -> None:
         tcfg, episode = self.cfg.trainer, self.cfg.algo.episode
-        logger = RunLogger(self.run_dir, resume_step=self.step)
-        validating = tcfg.val_every > 0 and self.sources["val"] is not None
+        main = self.ranks.is_main
+        logger = RunLogger(self.run_dir, resume_step=self.step) if main else None
+        validating = main and tcfg.val_every > 0 and self.sources["val"] is not None
         bar = tqdm(total=tcfg.max_steps, initial=self.step, desc="meta-training",
-                   disable=not tcfg.progress, dynamic_ncols=True)
+                   disable=not (tcfg.progress and main), dynamic_ncols=True)
         self.learner.train()
         window_start, window_tasks = time.perf_counter(), 0
         while self.step < tcfg.max_steps:
             started = time.perf_counter()
             batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch,
                                                  episode.ways, episode.shots, episode.queries)
-            batch = batch.to(self.device)
+            window_tasks += len(batch)
+            batch = self.ranks.shard(batch).to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with autocast_for(tcfg.precision, self.device):
                 metrics = self.learner.meta_train_step(batch)
+            self.ranks.average_gradients(self.learner)
+            self.ranks.average_buffers(self.learner)
+            metrics = self.ranks.average_metrics(metrics)
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
             self.train_time += time.perf_counter() - started
-            window_tasks += len(batch)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
 
+            if not main:
+                continue
             if self.step % tcfg.log_every == 0:
                 now = time.perf_counter()
                 record = {f"train/{k}": v for k, v in metrics.items()}
@@ -138,7 +148,8 @@ class Trainer:
             if self.step % tcfg.ckpt_every == 0 or last_step:
                 atomic_save(self.state(), self.ckpt_dir / "last.pt")
         bar.close()
-        logger.close()
+        if main:
+            logger.close()
 
     @property
     def metric_name(self) -> str:
