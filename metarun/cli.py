@@ -123,7 +123,7 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
         if source is not None:
             source.to(device)
     train = sources["train"]
-    learner = build_learner(cfg, train.kind, train.image_shape).to(device)
+    learner = build_learner(cfg, train.kind, train.image_shape, train.n_classes).to(device)
 
     if cfg.mode == "eval":
         if not ranks.is_main:

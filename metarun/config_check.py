@@ -34,6 +34,8 @@ ALGO_INTEGERS = {
                 ("algo.eval_inner_batch", 1)),
     "matchingnet": (("algo.fce_steps", 1),),
     "relationnet": (("algo.relation_channels", 1), ("algo.relation_hidden", 1)),
+    **{name: (("algo.fine_tune.epochs", 0), ("algo.fine_tune.batch_size", 1))
+       for name in ("baseline", "baselinepp")},
 }
 ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")}}
 

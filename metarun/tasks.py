@@ -24,12 +24,16 @@ class Task:
 
 @dataclass
 class TaskBatch:
-    """A meta-batch of tasks of one shape, stacked along a leading task dimension."""
+    """A meta-batch of tasks of one shape, stacked along a leading task dimension.
+
+    ``classes[t, k]`` is the data set's own id of way k of task t (image sources): what the
+    transfer baselines classify into while they pre-train."""
 
     support_x: torch.Tensor
     support_y: torch.Tensor
     query_x: torch.Tensor
     query_y: torch.Tensor
+    classes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
@@ -40,6 +44,11 @@ class TaskBatch:
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
+    def select(self, tasks: slice) -> "TaskBatch":
+        return TaskBatch(*(None if t is None else t[tasks] for t in self.tensors()))
+
     def to(self, device) -> "TaskBatch":
-        return TaskBatch(*(t.to(device, non_blocking=True) for t in
-                           (self.support_x, self.support_y, self.query_x, self.query_y)))
+        return TaskBatch(*(None if t is None else t.to(device, non_blocking=True) for t in self.tensors()))
+
+    def tensors(self):
+        return self.support_x, self.support_y, self.query_x, self.query_y, self.classes

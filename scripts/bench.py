@@ -47,7 +47,7 @@ def bench_training(algo_overrides: list[str], label: str, repeat: int) -> None:
     cfg = config(*algo_overrides)
     device = torch.device("cpu")
     sources = build_sources(cfg.data, cfg.paths)
-    learner = build_learner(cfg, "image", sources["train"].image_shape)
+    learner = build_learner(cfg, "image", sources["train"].image_shape, sources["train"].n_classes)
     optimizer = build_optimizer(learner, cfg.algo.optimizer)
     generator = torch.Generator().manual_seed(0)
     episode = cfg.algo.episode

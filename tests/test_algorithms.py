@@ -87,7 +87,7 @@ def test_maml_learns_sinusoids(make_cfg, tmp_path):
     from metarun.algorithms import build_learner
     from metarun.data import build_sources
     unadapted_cfg = make_cfg("algo=maml", "data=sinusoid", "backbone=mlp", "algo.eval_inner_steps=0")
-    learner = build_learner(unadapted_cfg, "regression", (1,))
+    learner = build_learner(unadapted_cfg, "regression", (1,), None)
     learner.load_state_dict(load_checkpoint(tmp_path / "checkpoints" / "best.pt")["model"])
     test = build_sources(unadapted_cfg.data, unadapted_cfg.paths)["test"]
     unadapted = evaluate(learner, test, 300, cfg.eval.seed, "test", (1, 5, 10), "cpu", progress=False)

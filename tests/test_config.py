@@ -35,11 +35,11 @@ def test_supported_pairs_build_and_unsupported_fail(make_cfg, algo, data):
     if kind in SUPPORTED_KINDS[algo]:
         validate_config(cfg)
         check_episode_shapes(cfg, sources)
-        learner = build_learner(cfg, kind, sources["train"].image_shape)
+        learner = build_learner(cfg, kind, sources["train"].image_shape, sources["train"].n_classes)
         assert sum(p.numel() for p in learner.parameters()) > 0
     else:
         with pytest.raises(ConfigError, match=f"algo={algo} supports data of kind"):
-            build_learner(cfg, kind, sources["train"].image_shape)
+            build_learner(cfg, kind, sources["train"].image_shape, sources["train"].n_classes)
 
 
 def test_algo_data_specialisation_applies_paper_values(make_cfg):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.metasgd import MetaSGD
@@ -16,13 +17,17 @@ from metarun.errors import ConfigError
 HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile}
 # learners that compare embeddings: any number of ways, images only
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet}
+# pre-train a classifier over the base classes, fine-tune a new one per test task: images only
+TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
 
 SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
-                   **{name: ("image",) for name in METRIC_LEARNERS}}
+                   **{name: ("image",) for name in {**METRIC_LEARNERS, **TRANSFER_LEARNERS}}}
 
 
-def build_learner(cfg, kind: str, input_shape: tuple[int, ...]) -> MetaLearner:
-    """The learner ``cfg.algo.name`` for data of ``kind`` with inputs of ``input_shape``."""
+def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes: int | None) -> MetaLearner:
+    """The learner ``cfg.algo.name`` for data of ``kind`` with inputs of ``input_shape``;
+    ``n_train_classes`` (classes of the meta-training split) sizes the transfer baselines'
+    pre-training classifier."""
     name = cfg.algo.name
     if name not in SUPPORTED_KINDS:
         raise ConfigError("algo.name", name, f"one of {', '.join(SUPPORTED_KINDS)}")
@@ -33,6 +38,8 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...]) -> MetaLearner:
     if name in HEAD_LEARNERS:
         n_outputs = 1 if kind == "regression" else cfg.data.ways
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
+    if name in TRANSFER_LEARNERS:
+        return Baseline(backbone, n_train_classes, cfg.algo)
     if name == "protonet":
         return ProtoNet(backbone)
     return METRIC_LEARNERS[name](backbone, cfg.algo)

@@ -20,6 +20,7 @@ class EpisodeSource:
 
     metric: str  # "accuracy" (higher is better) or "mse" (lower is better)
     kind: str  # "image" or "regression"
+    n_classes: int | None = None  # classes of a classification source
 
     def sample(self, generator: torch.Generator, n_tasks: int, ways: int, shots: int,
                queries: int) -> TaskBatch:
@@ -107,4 +108,5 @@ class FewShotImageSource(EpisodeSource):
             support_y=labels.repeat_interleave(shots).expand(t, -1),
             query_x=x[:, :, shots:].reshape(t, ways * queries, *x.shape[3:]),
             query_y=labels.repeat_interleave(queries).expand(t, -1),
+            classes=classes.to(x.device),
         )

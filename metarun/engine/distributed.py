@@ -58,9 +58,7 @@ class Ranks:
         if not self.active:
             return batch
         size = len(batch) // self.world_size
-        part = slice(self.rank * size, (self.rank + 1) * size)
-        return TaskBatch(batch.support_x[part], batch.support_y[part], batch.query_x[part],
-                         batch.query_y[part])
+        return batch.select(slice(self.rank * size, (self.rank + 1) * size))
 
     def average_gradients(self, module: torch.nn.Module) -> None:
         """Every rank's ``.grad`` becomes the mean over ranks (one all-reduce for all of them).
