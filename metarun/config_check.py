@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metarun.algorithms import HEAD_LEARNERS, SUPPORTED_KINDS
+from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS
 from metarun.backbones import BACKBONES
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
 from metarun.errors import ConfigError
@@ -30,6 +30,7 @@ NON_NEGATIVE = ("trainer.val_every",)
 ALGO_INTEGERS = {
     **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
        for name in ("maml", "fomaml", "anil", "metasgd")},
+    "snail": (("algo.tc_filters", 1),),
     "reptile": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.inner_batch", 1),
                 ("algo.eval_inner_batch", 1)),
     "matchingnet": (("algo.fce_steps", 1),),
@@ -71,7 +72,7 @@ def validate_config(cfg) -> None:
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
-    if cfg.algo.name in HEAD_LEARNERS and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
+    if cfg.algo.name in FIXED_WAYS and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
         raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
                           f"equal to data.ways ({cfg.data.ways}): algo={cfg.algo.name} has one output "
                           "unit per way, so it is meta-trained and tested with the same ways")

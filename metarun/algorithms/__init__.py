@@ -10,6 +10,7 @@ from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
 from metarun.algorithms.relationnet import RelationNet
 from metarun.algorithms.reptile import Reptile
+from metarun.algorithms.snail import SNAIL
 from metarun.backbones import build_backbone
 from metarun.errors import ConfigError
 
@@ -19,9 +20,14 @@ HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "anil": ANIL, "metasgd": MetaSGD,
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet}
 # pre-train a classifier over the base classes, fine-tune a new one per test task: images only
 TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
+# read a task as a sequence of labelled examples (memory-based): one output unit per way
+SEQUENCE_LEARNERS = {"snail": SNAIL}
+# learners whose outputs are the ways, so meta-training and testing use the same number of them
+FIXED_WAYS = {*HEAD_LEARNERS, *SEQUENCE_LEARNERS}
 
 SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
-                   **{name: ("image",) for name in {**METRIC_LEARNERS, **TRANSFER_LEARNERS}}}
+                   **{name: ("image",) for name in {**METRIC_LEARNERS, **TRANSFER_LEARNERS,
+                                                     **SEQUENCE_LEARNERS}}}
 
 
 def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes: int | None) -> MetaLearner:
@@ -38,6 +44,8 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     if name in HEAD_LEARNERS:
         n_outputs = 1 if kind == "regression" else cfg.data.ways
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
+    if name in SEQUENCE_LEARNERS:
+        return SNAIL(backbone, cfg.data.ways, cfg.data.shots, cfg.algo)
     if name in TRANSFER_LEARNERS:
         return Baseline(backbone, n_train_classes, cfg.algo)
     if name == "protonet":
@@ -45,4 +53,5 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     return METRIC_LEARNERS[name](backbone, cfg.algo)
 
 
-__all__ = ["build_learner", "MetaLearner", "SUPPORTED_KINDS", "HEAD_LEARNERS", "METRIC_LEARNERS"]
+__all__ = ["build_learner", "MetaLearner", "SUPPORTED_KINDS", "HEAD_LEARNERS", "METRIC_LEARNERS",
+           "FIXED_WAYS"]
