@@ -23,7 +23,8 @@ from metarun.data import build_sources
 from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
-from metarun.engine.evaluate import evaluate
+from metarun.data import lake_runs
+from metarun.engine.evaluate import evaluate, score_tasks
 from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import mean_ci95
 from metarun.engine.trainer import Trainer
@@ -51,9 +52,15 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
     learner.load_state_dict(state["model"])
     data = cfg.data
     started = time.perf_counter()
-    scores = evaluate(learner, sources["test"], cfg.eval.episodes, cfg.eval.seed, "test",
-                      (data.ways, data.shots, data.queries), device, desc="testing",
-                      progress=cfg.trainer.progress)
+    if cfg.eval.protocol == "lake_runs":
+        runs = lake_runs.read_runs(lake_runs.locate_runs(
+            Path(cfg.paths.data_dir).expanduser() / "omniglot", data.source != "local", data.download_url))
+        scores = score_tasks(learner, (lake_runs.run_task(r, data.image_size) for r in runs), len(runs),
+                             "accuracy", device, desc="Lake et al. runs", progress=cfg.trainer.progress)
+    else:
+        scores = evaluate(learner, sources["test"], cfg.eval.episodes, cfg.eval.seed, "test",
+                          (data.ways, data.shots, data.queries), device, desc="testing",
+                          progress=cfg.trainer.progress)
     mean, ci95 = mean_ci95(scores)
     results = {
         "metric": sources["test"].metric, "mean": mean, "ci95": ci95, "n_episodes": len(scores),
@@ -63,8 +70,11 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
         "ways": data.ways, "shots": data.shots, "queries": data.queries,
         "eval_seed": cfg.eval.seed, "transductive_bn": learner.transductive,
         "checkpoint": str(checkpoint), "step": state["step"], "seed": cfg.seed,
-        "val_best": val_best,
+        "val_best": val_best, "protocol": cfg.eval.protocol,
     }
+    if cfg.eval.protocol == "lake_runs":
+        results.update(ways=lake_runs.WAYS, shots=1, queries=1, error_rate_percent=100 * (1 - mean),
+                       reference_error_rates_percent=lake_runs.REFERENCE_ERRORS)
     np.save(run_dir / "episode_scores.npy", scores)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger = RunLogger(run_dir)
@@ -93,6 +103,11 @@ def hyper_parameters(cfg) -> dict:
 
 
 def describe(results: dict) -> str:
+    if results.get("protocol") == "lake_runs":
+        references = ", ".join(f"{k} {v}%" for k, v in results["reference_error_rates_percent"].items())
+        return (f"Lake et al. 2015 one-shot runs ({results['algo']}, 20 runs of 20-way 1-shot): error "
+                f"{results['error_rate_percent']:.2f}% ± {100 * results['ci95']:.2f}% (95% CI over runs); "
+                f"published: {references}")
     scale = 100 if results["metric"] == "accuracy" else 1
     unit = "%" if results["metric"] == "accuracy" else ""
     setting = (f"{results['ways']}-way {results['shots']}-shot" if results["metric"] == "accuracy"
@@ -134,6 +149,10 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
             if trained[group]["name"] != cfg[group].name:
                 raise ConfigError(group, cfg[group].name, f"{trained[group]['name']}, the {group} "
                                   f"that {checkpoint} was trained with")
+        if cfg.eval.protocol == "lake_runs" and trained["data"].get("split") != "lake":
+            raise ConfigError("eval", "lake_runs", f"a checkpoint trained with data.split=lake; "
+                              f"{checkpoint} was trained on the {trained['data'].get('split')} split, "
+                              "which includes characters of the runs' evaluation alphabets")
         results = test(cfg, learner, sources, device, run_dir, checkpoint, train_time=0.0)
         log.info(describe(results))
         return results

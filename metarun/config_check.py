@@ -18,6 +18,7 @@ CHOICES = {
     "backbone.name": tuple(BACKBONES),
     "device.name": ("auto", "cpu", "cuda"),
     "eval.checkpoint": ("best", "last"),
+    "eval.protocol": ("episodes", "lake_runs"),
     "trainer.precision": ("fp32", "bf16"),
 }
 OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
@@ -87,8 +88,22 @@ def validate_config(cfg) -> None:
         raise ConfigError("device.threads", threads, "auto or a positive integer")
     if cfg.device.name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda", "auto or cpu: no CUDA device is visible to torch here")
+    if cfg.eval.protocol == "lake_runs":
+        check_lake_runs(cfg)
     if cfg.mode == "eval" and not cfg.trainer.ckpt_path:
         raise ConfigError("trainer.ckpt_path", None, "the checkpoint to evaluate when mode=eval")
+
+
+def check_lake_runs(cfg) -> None:
+    if cfg.data.name != "omniglot":
+        raise ConfigError("eval", "lake_runs", f"data=omniglot: the runs are Omniglot characters, "
+                          f"not {cfg.data.name}")
+    if cfg.mode == "train" and cfg.data.split != "lake":
+        raise ConfigError("data.split", cfg.data.split, "lake with eval=lake_runs: the runs' characters "
+                          "come from the evaluation alphabets, which the vinyals split trains on")
+    if cfg.algo.name in FIXED_WAYS and cfg.data.ways != 20:
+        raise ConfigError("data.ways", cfg.data.ways, f"20 with eval=lake_runs: algo={cfg.algo.name} "
+                          "has one output per way and the runs are 20-way")
 
 
 def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:

@@ -24,9 +24,9 @@ def test_download_keeps_only_verified_files(tmp_path):
     good_md5 = hashlib.md5(payload.read_bytes()).hexdigest()
     dest = tmp_path / "cache" / "images_background.zip"
     with pytest.raises(DataError, match="checksum mismatch for images_background.zip"):
-        fetch(payload.as_uri(), dest, md5="0" * 32)
+        fetch(payload.as_uri(), dest, "md5", "0" * 32)
     assert not dest.exists() and not list(dest.parent.iterdir())  # nothing half-kept
-    fetch(payload.as_uri(), dest, md5=good_md5)
+    fetch(payload.as_uri(), dest, "md5", good_md5)
     assert dest.read_bytes() == payload.read_bytes()
 
 

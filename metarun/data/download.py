@@ -22,9 +22,10 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, dest: Path, md5: str) -> Path:
-    """Download ``url`` to ``dest`` and check its md5. The file appears at ``dest`` only once
-    complete and verified; a failed or corrupt download leaves nothing behind.
+def fetch(url: str, dest: Path, algorithm: str, checksum: str) -> Path:
+    """Download ``url`` to ``dest`` and check its ``algorithm`` digest (md5, sha256) against
+    ``checksum``. The file appears at ``dest`` only once complete and verified; a failed or
+    corrupt download leaves nothing behind.
 
     Raises ``OSError`` (``urllib.error.URLError`` included) when the network fails (the caller turns that
     into a message naming the files to fetch by hand) and ``DataError`` on a checksum mismatch.
@@ -38,11 +39,12 @@ def fetch(url: str, dest: Path, md5: str) -> Path:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
                     bar.update(len(block))
-        got = file_digest(partial, "md5")
-        if got != md5:
+        got = file_digest(partial, algorithm)
+        if got != checksum:
             raise DataError(
-                f"checksum mismatch for {dest.name} downloaded from {url}: expected md5 {md5}, "
-                f"got {got}. The download is corrupt or the file upstream changed; nothing was kept.")
+                f"checksum mismatch for {dest.name} downloaded from {url}: expected {algorithm} "
+                f"{checksum}, got {got}. The download is corrupt or the file upstream changed; "
+                "nothing was kept.")
         os.replace(partial, dest)
     finally:
         partial.unlink(missing_ok=True)

@@ -68,7 +68,7 @@ def ensure_files(root: Path, allow_download: bool, download_url: str) -> None:
                                               "not found, and data.source=local never downloads"))
     for subset in missing:
         try:
-            fetch(f"{download_url}/{subset.name}.zip", root / f"{subset.name}.zip", subset.md5)
+            fetch(f"{download_url}/{subset.name}.zip", root / f"{subset.name}.zip", "md5", subset.md5)
         except OSError as e:
             raise DataError(missing_files_message(root, missing, download_url,
                                                   f"download failed: {e}")) from e

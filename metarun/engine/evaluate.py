@@ -1,12 +1,15 @@
 """Scoring a learner on a fixed list of episodes."""
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from metarun.algorithms import MetaLearner
 from metarun.data import EpisodeSource
+from metarun.tasks import Task
 
 
 def episode_score(metric: str, prediction: torch.Tensor, target: torch.Tensor) -> float:
@@ -18,18 +21,21 @@ def episode_score(metric: str, prediction: torch.Tensor, target: torch.Tensor) -
 def evaluate(learner: MetaLearner, source: EpisodeSource, n_episodes: int, seed: int, split: str,
              shape: tuple[int, int, int], device, desc: str = "", progress: bool = True) -> np.ndarray:
     """One score per episode (accuracy or MSE) on the ``n_episodes`` fixed episodes of ``seed``
-    and ``split``.
+    and ``split``; ``shape`` is (ways, shots, queries)."""
+    episodes = source.fixed_episodes(n_episodes, seed, split, *shape)
+    return score_tasks(learner, episodes, n_episodes, source.metric, device, desc, progress)
 
-    ``shape`` is (ways, shots, queries). The learner is put in eval mode (batch norm uses running
-    statistics where the learner keeps them) and restored to its previous mode afterwards.
-    """
+
+def score_tasks(learner: MetaLearner, tasks: Iterable[Task], n_tasks: int, metric: str, device,
+                desc: str = "", progress: bool = True) -> np.ndarray:
+    """One score per task. The learner is put in eval mode (batch norm uses running statistics
+    where the learner keeps them) and restored to its previous mode afterwards."""
     was_training = learner.training
     learner.eval()
     scores = []
-    episodes = source.fixed_episodes(n_episodes, seed, split, *shape)
     with torch.no_grad():
-        for task in tqdm(episodes, total=n_episodes, desc=desc, leave=False, disable=not progress):
+        for task in tqdm(tasks, total=n_tasks, desc=desc, leave=False, disable=not progress):
             task = task.to(device)
-            scores.append(episode_score(source.metric, learner.adapt_and_predict(task), task.query_y))
+            scores.append(episode_score(metric, learner.adapt_and_predict(task), task.query_y))
     learner.train(was_training)
     return np.asarray(scores)
