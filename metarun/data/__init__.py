@@ -5,7 +5,7 @@ from metarun.data.episodes import EpisodeSource, FewShotImageSource
 from metarun.data.sinusoid import SinusoidSource
 from metarun.errors import ConfigError
 
-DATASETS = ("omniglot", "sinusoid")
+DATASETS = ("omniglot", "miniimagenet", "sinusoid")
 
 
 def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
@@ -13,6 +13,9 @@ def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
     if data_cfg.name == "omniglot":
         from metarun.data.omniglot import build_omniglot
         return build_omniglot(data_cfg, paths_cfg)
+    if data_cfg.name == "miniimagenet":
+        from metarun.data.miniimagenet import build_miniimagenet
+        return build_miniimagenet(data_cfg, paths_cfg)
     if data_cfg.name == "sinusoid":
         source = SinusoidSource(data_cfg.amplitude, data_cfg.phase, data_cfg.x_range)
         return {"train": source, "val": source, "test": source}

@@ -65,6 +65,13 @@ class FewShotImageSource(EpisodeSource):
         self.rotation = (class_rotation if class_rotation is not None
                          else torch.zeros(len(class_images), dtype=torch.long))
 
+    @classmethod
+    def from_labels(cls, images: torch.Tensor, labels: torch.Tensor) -> "FewShotImageSource":
+        """A source whose class c holds the images labelled c (labels 0..C-1)."""
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels).tolist()
+        return cls(images, list(order.split(counts)))
+
     @property
     def n_classes(self) -> int:
         return self.table.shape[0]

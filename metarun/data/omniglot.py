@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
 from metarun.data.download import fetch, file_digest
 from metarun.data.episodes import FewShotImageSource
 from metarun.data.omniglot_archive import SUBSETS, locate, read_omniglot
 from metarun.errors import ConfigError, DataError
-
-log = logging.getLogger("metarun")
 
 EMBEDDED = Path(__file__).parent / "assets" / "omniglot28.npz"
 # Written by scripts/build_embedded_omniglot.py; checked on every load of the package copy.
@@ -74,35 +71,17 @@ def ensure_files(root: Path, allow_download: bool, download_url: str) -> None:
                                                   f"download failed: {e}")) from e
 
 
-def _fingerprint(root: Path, image_size: int) -> str:
-    """Names the cache after what it was decoded from, so a changed source is decoded anew."""
-    parts = [str(image_size)]
-    for subset in SUBSETS:
-        stat = locate(root, subset).stat()
-        parts.append(f"{root.resolve()}|{subset.name}|{stat.st_size}|{stat.st_mtime_ns}")
-    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
-
-
 def load_cached(root: Path, cache_dir: Path, image_size: int, allow_download: bool,
                 download_url: str) -> dict[str, np.ndarray]:
     ensure_files(root, allow_download, download_url)
-    cache = cache_dir / f"omniglot_{image_size}px_{_fingerprint(root, image_size)}.npz"
-    if cache.is_file():
-        try:
-            with np.load(cache) as stored:
-                return {k: stored[k] for k in ARRAY_KEYS}
-        except Exception as e:  # a torn or corrupt cache is rebuilt from the real files
-            log.warning(f"cache {cache} is unreadable ({e}); decoding the files again")
-    with tqdm(total=TOTAL_IMAGES, desc=f"decoding Omniglot at {image_size}px", unit="img") as bar:
-        arrays = read_omniglot(root, image_size, progress=bar)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.name + ".part.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, cache)
-    except OSError as e:
-        log.warning(f"could not write the cache {cache} ({e}); continuing without it")
-    return arrays
+    key = fingerprint(str(image_size), *(file_fingerprint(locate(root, s)) for s in SUBSETS))
+    cache = cache_dir / f"omniglot_{image_size}px_{key}.npz"
+
+    def decode() -> dict[str, np.ndarray]:
+        with tqdm(total=TOTAL_IMAGES, desc=f"decoding Omniglot at {image_size}px", unit="img") as bar:
+            return read_omniglot(root, image_size, progress=bar)
+
+    return cached_arrays(cache, ARRAY_KEYS, decode)
 
 
 def load_arrays(data_cfg, paths_cfg) -> dict[str, np.ndarray]:
