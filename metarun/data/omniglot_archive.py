@@ -92,6 +92,12 @@ def _check_structure(reader: _Reader) -> dict[tuple[str, str], list[str]]:
     return dict(sorted(characters.items()))
 
 
+def count_subset(location: Path, subset: Subset) -> tuple[int, int, int]:
+    """(alphabets, characters, images) of a complete subset; DataError with the counts otherwise."""
+    characters = _check_structure(_Reader(location, subset))
+    return len({a for a, _ in characters}), len(characters), sum(len(v) for v in characters.values())
+
+
 def decode_png(data: bytes, image_size: int) -> np.ndarray:
     """A 105x105 drawing as ink intensity (strokes 255, background 0) at ``image_size``."""
     with Image.open(io.BytesIO(data)) as image:
