@@ -5,9 +5,10 @@ from torch import nn
 
 from metarun.backbones.conv4 import Conv4
 from metarun.backbones.mlp import MLP
+from metarun.backbones.resnet12 import ResNet12
 from metarun.errors import ConfigError
 
-BACKBONES = {"conv4": "image", "mlp": "regression"}
+BACKBONES = {"conv4": "image", "resnet12": "image", "mlp": "regression"}
 
 
 def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
@@ -15,6 +16,9 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
         return Conv4(in_channels=input_shape[0], channels=cfg.channels, blocks=cfg.blocks,
                      pooled_blocks=cfg.pooled_blocks,
                      image_size=input_shape[-1], channels_last=cfg.channels_last)
+    if cfg.name == "resnet12":
+        return ResNet12(in_channels=input_shape[0], channels=list(cfg.channels), slope=cfg.leaky_slope,
+                        global_pool=cfg.global_pool, image_size=input_shape[-1])
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
     raise ConfigError("backbone.name", cfg.name, f"one of {', '.join(BACKBONES)}")
