@@ -32,6 +32,7 @@ ALGO_INTEGERS = {
     **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
        for name in ("maml", "fomaml", "anil", "metasgd")},
     "snail": (("algo.tc_filters", 1),),
+    "metalstm": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.hidden", 1)),
     "reptile": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.inner_batch", 1),
                 ("algo.eval_inner_batch", 1)),
     "matchingnet": (("algo.fce_steps", 1),),

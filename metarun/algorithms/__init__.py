@@ -6,6 +6,7 @@ from metarun.algorithms.base import MetaLearner
 from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.matchingnet import MatchingNet
+from metarun.algorithms.metalstm import MetaLSTM
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
 from metarun.algorithms.relationnet import RelationNet
@@ -22,12 +23,14 @@ METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationne
 TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
 # read a task as a sequence of labelled examples (memory-based): one output unit per way
 SEQUENCE_LEARNERS = {"snail": SNAIL}
+# a learned optimiser updates a classifier with one output per way: images only
+OPTIMISER_LEARNERS = {"metalstm": MetaLSTM}
 # learners whose outputs are the ways, so meta-training and testing use the same number of them
-FIXED_WAYS = {*HEAD_LEARNERS, *SEQUENCE_LEARNERS}
+FIXED_WAYS = {*HEAD_LEARNERS, *SEQUENCE_LEARNERS, *OPTIMISER_LEARNERS}
 
 SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
                    **{name: ("image",) for name in {**METRIC_LEARNERS, **TRANSFER_LEARNERS,
-                                                     **SEQUENCE_LEARNERS}}}
+                                                     **SEQUENCE_LEARNERS, **OPTIMISER_LEARNERS}}}
 
 
 def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes: int | None) -> MetaLearner:
@@ -44,6 +47,8 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     if name in HEAD_LEARNERS:
         n_outputs = 1 if kind == "regression" else cfg.data.ways
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
+    if name in OPTIMISER_LEARNERS:
+        return MetaLSTM(backbone, cfg.data.ways, cfg.algo)
     if name in SEQUENCE_LEARNERS:
         return SNAIL(backbone, cfg.data.ways, cfg.data.shots, cfg.algo)
     if name in TRANSFER_LEARNERS:
