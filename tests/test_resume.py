@@ -11,8 +11,8 @@ import torch
 from conftest import metarun_command
 from metarun.engine.checkpoint import atomic_save, load_checkpoint
 
-SHORT_SINUSOID_RUN = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=1500",
-                      "trainer.ckpt_every=50", "trainer.val_every=500", "trainer.val_episodes=20",
+SHORT_SINUSOID_RUN = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=800",
+                      "trainer.ckpt_every=50", "trainer.val_every=250", "trainer.val_episodes=20",
                       "trainer.log_every=1", "eval.episodes=50")
 
 
@@ -31,26 +31,26 @@ def test_sigkill_mid_training_then_resume_gives_identical_parameters(cli, cache_
     command, env = metarun_command(cache_dir, *SHORT_SINUSOID_RUN, f"hydra.run.dir={killed}")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while last_logged_step(killed) < 620 and process.poll() is None and time.monotonic() < deadline:
+    while last_logged_step(killed) < 320 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.kill()  # SIGKILL: no handler, no cleanup
     process.wait()
     assert not (killed / "results.json").exists(), "the run finished before it could be killed"
     interrupted_at = load_checkpoint(killed / "checkpoints" / "last.pt")["step"]
-    assert 500 <= interrupted_at < 1500
+    assert 250 <= interrupted_at < 800
 
     resumed = cli(*SHORT_SINUSOID_RUN, f"hydra.run.dir={killed}", "trainer.resume=true")
     assert f"resumed from {killed / 'checkpoints' / 'last.pt'} at step {interrupted_at}" in resumed.stdout
     a = load_checkpoint(straight / "checkpoints" / "last.pt")
     b = load_checkpoint(killed / "checkpoints" / "last.pt")
-    assert a["step"] == b["step"] == 1500
+    assert a["step"] == b["step"] == 800
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     for name in ("results.json",):
         ra, rb = (json.loads((d / name).read_text()) for d in (straight, killed))
         assert ra["mean"] == rb["mean"] and ra["ci95"] == rb["ci95"]
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and len([s for s in steps if s == 1000]) == 2  # train + val record
+    assert steps == sorted(steps) and len([s for s in steps if s == 500]) == 2  # train + val record
 
     again = cli(*SHORT_SINUSOID_RUN, f"hydra.run.dir={killed}", "trainer.resume=true")
     assert "has finished already" in again.stdout  # a finished run is not trained again
