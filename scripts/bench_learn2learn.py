@@ -1,0 +1,88 @@
+"""metarun's MAML against learn2learn 0.2.0's ``MAML`` wrapper, side by side in one process.
+
+Both meta-train the same network (metarun's Conv4 + linear head, batch statistics in batch norm)
+with second-order MAML on Omniglot 5-way 1-shot, 15 queries, meta-batch 32, 1 inner step of
+0.4, Adam 1e-3, on the same sampled meta-batches; the figure is meta-iterations per second.
+
+learn2learn is never a dependency of metarun. Its 0.2.0 sdist does not build on Python 3.11
+(its pre-generated Cython C needs longintrepr.h) and ``import learn2learn`` needs torchvision
+and gym, so this script loads only the pure-Python files its MAML wrapper needs
+(``algorithms/maml.py``, ``algorithms/base_learner.py``, ``utils/``) from the extracted sdist:
+
+    pip download --no-deps --no-binary :all: learn2learn==0.2.0 && tar xzf learn2learn-0.2.0.tar.gz
+    python scripts/bench_learn2learn.py --learn2learn-src learn2learn-0.2.0/learn2learn
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+
+import torch
+from torch import nn
+
+from bench import config, timed
+from metarun.algorithms import build_learner
+from metarun.data import build_sources
+from metarun.engine.trainer import build_optimizer
+
+
+def load_learn2learn_maml(src: str):
+    """learn2learn.algorithms.maml.MAML without running learn2learn's package __init__ files."""
+    for name, path in (("learn2learn", src), ("learn2learn.algorithms", f"{src}/algorithms")):
+        package = types.ModuleType(name)
+        package.__path__ = [path]
+        sys.modules[name] = package
+    from learn2learn.algorithms.maml import MAML
+    return MAML
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--learn2learn-src", required=True,
+                        help="the learn2learn/ folder of the extracted learn2learn-0.2.0 sdist")
+    parser.add_argument("--repeat", type=int, default=8, help="timed meta-iterations per implementation")
+    args = parser.parse_args()
+    l2l_maml = load_learn2learn_maml(args.learn2learn_src)
+
+    cfg = config("algo=maml")
+    sources = build_sources(cfg.data, cfg.paths)
+    ours = build_learner(cfg, "image", sources["train"].image_shape, None)
+    ours_optimizer = build_optimizer(ours, cfg.algo.optimizer)
+    theirs_model = build_learner(cfg, "image", sources["train"].image_shape, None).model  # same network
+    theirs = l2l_maml(theirs_model, lr=cfg.algo.inner_lr, first_order=False)
+    theirs_optimizer = torch.optim.Adam(theirs.parameters(), lr=cfg.algo.optimizer.lr)
+    loss = nn.CrossEntropyLoss()
+    episode, meta_batch = cfg.algo.episode, cfg.algo.meta_batch
+    generator = torch.Generator().manual_seed(0)
+
+    def sample():
+        return sources["train"].sample(generator, meta_batch, episode.ways, episode.shots, episode.queries)
+
+    def metarun_step():
+        batch = sample()
+        ours_optimizer.zero_grad()
+        ours.meta_train_step(batch)
+        ours_optimizer.step()
+
+    def learn2learn_step():
+        batch = sample()
+        theirs_optimizer.zero_grad()
+        for task in batch:
+            learner = theirs.clone()
+            learner.adapt(loss(learner(task.support_x), task.support_y))
+            (loss(learner(task.query_x), task.query_y) / meta_batch).backward()
+        theirs_optimizer.step()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MAML second order, Omniglot "
+          f"{episode.ways}-way {episode.shots}-shot {episode.queries} queries, meta-batch {meta_batch}, "
+          f"{cfg.algo.inner_steps} inner step")
+    rates = {}
+    for name, step in (("learn2learn 0.2.0 MAML", learn2learn_step), ("metarun maml", metarun_step)):
+        rates[name] = 1 / timed(step, args.repeat)
+        print(f"{name}: {rates[name]:.3f} meta-iterations/s")
+    print(f"metarun / learn2learn: {rates['metarun maml'] / rates['learn2learn 0.2.0 MAML']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
