@@ -19,16 +19,17 @@ from omegaconf import DictConfig, OmegaConf
 from metarun.algorithms import build_learner
 from metarun.compare import ERROR_FILE
 from metarun.config_check import check_episode_shapes, validate_config
-from metarun.data import build_sources
+from metarun.data import build_sources, eval_shape
 from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
 from metarun.engine.run_logger import RunLogger
-from metarun.engine.stats import mean_ci95
+from metarun.engine.stats import mean_ci95, primary
 from metarun.engine.trainer import Trainer
 from metarun.errors import ConfigError, MetarunError
+from metarun.rl.report import describe_rl, rl_results
 
 log = logging.getLogger("metarun")
 
@@ -59,15 +60,14 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
                              "accuracy", device, desc="Lake et al. runs", progress=cfg.trainer.progress)
     else:
         scores = evaluate(learner, sources["test"], cfg.eval.episodes, cfg.eval.seed, "test",
-                          (data.ways, data.shots, data.queries), device, desc="testing",
-                          progress=cfg.trainer.progress)
-    mean, ci95 = mean_ci95(scores)
+                          eval_shape(cfg), device, desc="testing", progress=cfg.trainer.progress)
+    mean, ci95 = mean_ci95(primary(scores))
     results = {
         "metric": sources["test"].metric, "mean": mean, "ci95": ci95, "n_episodes": len(scores),
         "wall_time_s": train_time, "eval_time_s": time.perf_counter() - started,
         "params": sum(p.numel() for p in learner.parameters()),
         "algo": cfg.algo.name, "data": data.name, "split": data.get("split"),
-        "ways": data.ways, "shots": data.shots, "queries": data.queries,
+        "ways": data.get("ways"), "shots": data.get("shots"), "queries": data.get("queries"),
         "eval_seed": cfg.eval.seed, "transductive_bn": learner.transductive,
         "checkpoint": str(checkpoint), "step": state["step"], "seed": cfg.seed,
         "val_best": val_best, "protocol": cfg.eval.protocol,
@@ -75,10 +75,12 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
     if cfg.eval.protocol == "lake_runs":
         results.update(ways=lake_runs.WAYS, shots=1, queries=1, error_rate_percent=100 * (1 - mean),
                        reference_error_rates_percent=lake_runs.REFERENCE_ERRORS)
+    if results["metric"] == "return":
+        results.update(rl_results(cfg, sources["test"], scores))
     np.save(run_dir / "episode_scores.npy", scores)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger = RunLogger(run_dir)
-    test_metric = {f"test/{'acc' if results['metric'] == 'accuracy' else 'mse'}": mean}
+    test_metric = {f"test/{ {'accuracy': 'acc'}.get(results['metric'], results['metric'])}": mean}
     logger.log(state["step"], test_metric)
     logger.log_hparams(hyper_parameters(cfg), test_metric)
     logger.close()
@@ -103,6 +105,8 @@ def hyper_parameters(cfg) -> dict:
 
 
 def describe(results: dict) -> str:
+    if results["metric"] == "return":
+        return describe_rl(results)
     if results.get("protocol") == "lake_runs":
         references = ", ".join(f"{k} {v}%" for k, v in results["reference_error_rates_percent"].items())
         return (f"Lake et al. 2015 one-shot runs ({results['algo']}, 20 runs of 20-way 1-shot): error "

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from metarun.engine.stats import mean_ci95
+from metarun.engine.stats import mean_ci95, primary
 
+# the metric of a data kind, for runs that failed before results.json existed
+METRICS = {"regression": "mse", "bandit": "return", "navigation": "return"}
 ERROR_FILE = "error.txt"  # written by the CLI when a run fails
 # overrides that do not make a run a variant: the seed (averaged over), the data set and episode
 # shape (the setting), and keys that change how a run is shown or resumed, not what it computes
@@ -34,7 +36,7 @@ class Run:
     config: dict
     status: str                       # finished | failed | unfinished
     results: dict | None = None
-    scores: np.ndarray | None = None  # per test episode
+    scores: np.ndarray | None = None  # per test episode (meta-RL: the return after full adaptation)
     tasks_per_s: float = float("nan")
     detail: str = ""
     overrides: dict[str, str] = field(default_factory=dict)  # the run's command-line overrides
@@ -49,8 +51,10 @@ class Run:
         resolved), else from the run's config."""
         data = self.config["data"]
         facts = self.results or {"data": data["name"], "split": data.get("split"),
-                                 "ways": data["ways"], "shots": data["shots"],
-                                 "metric": "mse" if data.get("kind") == "regression" else "accuracy"}
+                                 "ways": data.get("ways"), "shots": data.get("shots"),
+                                 "metric": METRICS.get(data.get("kind"), "accuracy")}
+        if facts["metric"] == "return":
+            return facts.get("task_family") or facts["data"]
         if facts["metric"] == "mse":
             return f"{facts['data']} {facts['shots']}-shot"
         split = f" ({facts['split']})" if facts.get("split") else ""
@@ -121,7 +125,7 @@ def read_run(path: Path) -> Run:
     if results.is_file():
         run.status, run.results = "finished", json.loads(results.read_text())
         scores = path / "episode_scores.npy"
-        run.scores = np.load(scores) if scores.is_file() else None
+        run.scores = primary(np.load(scores)) if scores.is_file() else None
     elif (path / ERROR_FILE).is_file():
         run.status = "failed"
         run.detail = (path / ERROR_FILE).read_text().strip().splitlines()[-1]
@@ -187,7 +191,7 @@ def build_rows(runs: list[Run]) -> list[Row]:
             row.seed_std = float(np.std([r.results["mean"] for r in row.runs], ddof=1))
     for setting in {row.setting for row in rows.values()}:
         members = [row for row in rows.values() if row.setting == setting]
-        higher_is_better = members[0].metric == "accuracy"
+        higher_is_better = members[0].metric in ("accuracy", "return")
         best = (max if higher_is_better else min)(members, key=lambda r: r.mean)
         best.best = True
         best_scores = episode_means(best.runs)

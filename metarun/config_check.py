@@ -8,6 +8,7 @@ from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS
 from metarun.backbones import BACKBONES
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
 from metarun.errors import ConfigError
+from metarun.rl.references import BANDIT_POLICIES, NAVIGATION_POLICIES
 
 CHOICES = {
     "mode": ("train", "eval"),
@@ -23,9 +24,16 @@ CHOICES = {
 }
 OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
                     "data.source": ("auto", "embedded", "local", "download")}
-POSITIVE = ("data.ways", "data.shots", "data.queries", "algo.episode.ways", "algo.episode.shots",
-            "algo.episode.queries", "algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every",
-            "trainer.log_every", "trainer.val_episodes", "eval.episodes")
+POSITIVE = ("algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every", "trainer.log_every",
+            "trainer.val_episodes", "eval.episodes")
+# the episode shape of few-shot data (meta-RL task families have none)
+EPISODE_SHAPE = ("data.ways", "data.shots", "data.queries", "algo.episode.ways", "algo.episode.shots",
+                 "algo.episode.queries")
+RL_DATA = {
+    "bandits": {"positive": ("data.arms", "data.horizon"), "choices": {}},
+    "navigation2d": {"positive": ("data.horizon", "data.reference_trajectories", "algo.trajectories"),
+                     "choices": {"data.reward": ("distance", "squared_distance")}},
+}
 NON_NEGATIVE = ("trainer.val_every",)
 # integer keys of single algorithms: (key, smallest allowed value)
 ALGO_INTEGERS = {
@@ -67,9 +75,22 @@ def check_integers(cfg, keys, minimum: int) -> None:
 
 def validate_config(cfg) -> None:
     check_choices(cfg, CHOICES)
+    supported = SUPPORTED_KINDS[cfg.algo.name]
+    if cfg.data.kind not in supported:
+        raise ConfigError("data", cfg.data.name, f"algo={cfg.algo.name} supports data of kind "
+                          f"{' or '.join(supported)}; data={cfg.data.name} is {cfg.data.kind}")
     if cfg.data.name == "omniglot":
         check_choices(cfg, OMNIGLOT_CHOICES)
     check_integers(cfg, POSITIVE, 1)
+    if cfg.data.name in RL_DATA:
+        check_integers(cfg, RL_DATA[cfg.data.name]["positive"], 1)
+        check_choices(cfg, RL_DATA[cfg.data.name]["choices"])
+        allowed = BANDIT_POLICIES if cfg.data.name == "bandits" else NAVIGATION_POLICIES
+        for name in cfg.data.references:
+            if name not in allowed:
+                raise ConfigError("data.references", name, f"names from {', '.join(allowed)}")
+    else:
+        check_integers(cfg, EPISODE_SHAPE, 1)
     check_integers(cfg, NON_NEGATIVE, 0)
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
@@ -78,9 +99,8 @@ def validate_config(cfg) -> None:
         raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
                           f"equal to data.ways ({cfg.data.ways}): algo={cfg.algo.name} has one output "
                           "unit per way, so it is meta-trained and tested with the same ways")
-    backbone_kind = BACKBONES[cfg.backbone.name]
-    if backbone_kind != cfg.data.kind:
-        fitting = [b for b, k in BACKBONES.items() if k == cfg.data.kind]
+    if cfg.data.kind not in BACKBONES[cfg.backbone.name]:
+        fitting = [b for b, kinds in BACKBONES.items() if cfg.data.kind in kinds]
         raise ConfigError("backbone", cfg.backbone.name,
                           f"data={cfg.data.name} is {cfg.data.kind} data; use backbone="
                           f"{' or backbone='.join(fitting)}")
@@ -109,6 +129,8 @@ def check_lake_runs(cfg) -> None:
 
 def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
     """Ways and shots that the split at hand can serve (known only once the data is loaded)."""
+    if not isinstance(sources["train"], FewShotImageSource):
+        return
     shapes = {"train": ("algo.episode", cfg.algo.episode), "val": ("data", cfg.data),
               "test": ("data", cfg.data)}
     for split, (prefix, shape) in shapes.items():

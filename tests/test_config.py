@@ -11,7 +11,7 @@ from metarun.data import build_sources
 from metarun.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "metarun" / "conf"
-BACKBONE_FOR = {"omniglot": "conv4", "sinusoid": "mlp"}
+BACKBONE_FOR = {"omniglot": "conv4", "sinusoid": "mlp", "bandits": "gru", "navigation2d": "mlp"}
 
 
 def options(group: str) -> list[str]:

@@ -87,11 +87,11 @@ def test_rotated_classes_are_rotated_images(sources):
 
 def test_same_seed_same_episodes_and_fresh_images_per_draw(sources):
     source = sources["test"]
-    a = list(source.fixed_episodes(20, seed=0, split="test", ways=5, shots=1, queries=15))
-    b = list(source.fixed_episodes(5, seed=0, split="test", ways=5, shots=1, queries=15))
+    a = list(source.fixed_episodes(20, 0, "test", 5, 1, 15))
+    b = list(source.fixed_episodes(5, 0, "test", 5, 1, 15))
     for x, y in zip(a, b):  # episode i does not depend on how many were requested
         assert torch.equal(x.support_x, y.support_x) and torch.equal(x.query_x, y.query_x)
-    c = next(source.fixed_episodes(1, seed=1, split="test", ways=5, shots=1, queries=15))
+    c = next(source.fixed_episodes(1, 1, "test", 5, 1, 15))
     assert not torch.equal(a[0].support_x, c.support_x)
     # the same class combination does not come back with the same images every time
     generator = torch.Generator().manual_seed(0)

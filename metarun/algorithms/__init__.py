@@ -5,12 +5,14 @@ from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import MetaLearner
 from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.maml import MAML
+from metarun.algorithms.maml_rl import MAMLPolicyGradient
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.metalstm import MetaLSTM
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
 from metarun.algorithms.relationnet import RelationNet
 from metarun.algorithms.reptile import Reptile
+from metarun.algorithms.rl2 import RL2
 from metarun.algorithms.snail import SNAIL
 from metarun.backbones import build_backbone
 from metarun.errors import ConfigError
@@ -25,12 +27,18 @@ TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
 SEQUENCE_LEARNERS = {"snail": SNAIL}
 # a learned optimiser updates a classifier with one output per way: images only
 OPTIMISER_LEARNERS = {"metalstm": MetaLSTM}
+# a recurrent policy that learns within a trial of a meta-RL task family
+RECURRENT_POLICY_LEARNERS = {"rl2": RL2}
 # learners whose outputs are the ways, so meta-training and testing use the same number of them
 FIXED_WAYS = {*HEAD_LEARNERS, *SEQUENCE_LEARNERS, *OPTIMISER_LEARNERS}
 
 SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
                    **{name: ("image",) for name in {**METRIC_LEARNERS, **TRANSFER_LEARNERS,
-                                                     **SEQUENCE_LEARNERS, **OPTIMISER_LEARNERS}}}
+                                                     **SEQUENCE_LEARNERS, **OPTIMISER_LEARNERS}},
+                   "rl2": ("bandit",)}
+# MAML's policy-gradient form (Finn et al. 2017, Sec. 5.3) on the navigation tasks
+for name in ("maml", "fomaml"):
+    SUPPORTED_KINDS[name] += ("navigation",)
 
 
 def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes: int | None) -> MetaLearner:
@@ -43,7 +51,12 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     if kind not in SUPPORTED_KINDS[name]:
         raise ConfigError("data", cfg.data.name, f"algo={name} supports data of kind "
                           f"{' or '.join(SUPPORTED_KINDS[name])}; data={cfg.data.name} is {kind}")
+    if name == "rl2":
+        arms = input_shape[0]
+        return RL2(build_backbone(cfg.backbone, (RL2.input_size(arms),)), arms, cfg.algo)
     backbone = build_backbone(cfg.backbone, input_shape)
+    if kind == "navigation":
+        return MAMLPolicyGradient(backbone, cfg.algo)
     if name in HEAD_LEARNERS:
         n_outputs = 1 if kind == "regression" else cfg.data.ways
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)

@@ -4,11 +4,14 @@ from __future__ import annotations
 from torch import nn
 
 from metarun.backbones.conv4 import Conv4
+from metarun.backbones.gru import GRUCore
 from metarun.backbones.mlp import MLP
 from metarun.backbones.resnet12 import ResNet12
 from metarun.errors import ConfigError
 
-BACKBONES = {"conv4": "image", "resnet12": "image", "mlp": "regression"}
+# each backbone with the kinds of data it reads
+BACKBONES = {"conv4": ("image",), "resnet12": ("image",), "mlp": ("regression", "navigation"),
+             "gru": ("bandit",)}
 
 
 def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
@@ -21,4 +24,6 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
                         global_pool=cfg.global_pool, image_size=input_shape[-1])
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
+    if cfg.name == "gru":
+        return GRUCore(in_features=input_shape[0], hidden=cfg.hidden)
     raise ConfigError("backbone.name", cfg.name, f"one of {', '.join(BACKBONES)}")

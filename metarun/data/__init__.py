@@ -5,7 +5,8 @@ from metarun.data.episodes import EpisodeSource, FewShotImageSource
 from metarun.data.sinusoid import SinusoidSource
 from metarun.errors import ConfigError
 
-DATASETS = ("omniglot", "miniimagenet", "sinusoid")
+DATASETS = ("omniglot", "miniimagenet", "sinusoid", "bandits", "navigation2d")
+RL_KINDS = ("bandit", "navigation")
 
 
 def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
@@ -19,7 +20,31 @@ def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
     if data_cfg.name == "sinusoid":
         source = SinusoidSource(data_cfg.amplitude, data_cfg.phase, data_cfg.x_range)
         return {"train": source, "val": source, "test": source}
+    if data_cfg.name == "bandits":
+        from metarun.data.bandits import BanditSource
+        source = BanditSource(data_cfg.arms, data_cfg.horizon)
+        return {"train": source, "val": source, "test": source}
+    if data_cfg.name == "navigation2d":
+        from metarun.data.navigation2d import NavigationSource
+        source = NavigationSource(data_cfg.goal_range, data_cfg.horizon, data_cfg.max_action, data_cfg.reward,
+                                  data_cfg.goal_tolerance)
+        return {"train": source, "val": source, "test": source}
     raise ConfigError("data.name", data_cfg.name, f"one of {', '.join(DATASETS)}")
 
 
-__all__ = ["build_sources", "EpisodeSource", "FewShotImageSource", "SinusoidSource", "DATASETS"]
+def train_shape(cfg) -> tuple[int, ...]:
+    """The shape (ways, shots, queries) of meta-training episodes; none for meta-RL tasks."""
+    if cfg.data.kind in RL_KINDS:
+        return ()
+    episode = cfg.algo.episode
+    return episode.ways, episode.shots, episode.queries
+
+
+def eval_shape(cfg) -> tuple[int, ...]:
+    """The shape of validation and test episodes; none for meta-RL tasks."""
+    if cfg.data.kind in RL_KINDS:
+        return ()
+    return cfg.data.ways, cfg.data.shots, cfg.data.queries
+
+
+__all__ = ["train_shape", "eval_shape", "RL_KINDS", "build_sources", "EpisodeSource", "FewShotImageSource", "SinusoidSource", "DATASETS"]

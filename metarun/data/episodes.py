@@ -18,23 +18,23 @@ from metarun.tasks import Task, TaskBatch
 class EpisodeSource:
     """Base class. Subclasses implement ``sample``."""
 
-    metric: str  # "accuracy" (higher is better) or "mse" (lower is better)
-    kind: str  # "image" or "regression"
+    metric: str  # "accuracy" or "return" (higher is better), or "mse" (lower is better)
+    kind: str  # "image", "regression", or a meta-RL task family: "bandit", "navigation"
     n_classes: int | None = None  # classes of a classification source
 
-    def sample(self, generator: torch.Generator, n_tasks: int, ways: int, shots: int,
-               queries: int) -> TaskBatch:
+    def sample(self, generator: torch.Generator, n_tasks: int, *shape: int) -> TaskBatch:
+        """``n_tasks`` tasks; ``shape`` is (ways, shots, queries) for few-shot sources and empty
+        for the meta-RL task families, whose tasks are environments."""
         raise NotImplementedError
 
-    def fixed_episodes(self, n: int, seed: int, split: str, ways: int, shots: int,
-                       queries: int) -> Iterator[Task]:
+    def fixed_episodes(self, n: int, seed: int, split: str, *shape: int) -> Iterator[Task]:
         """The same ``n`` episodes for a given (seed, split), drawn one at a time so that
         episode i does not depend on how many are requested or how they are batched later.
         The split enters the seed so that validation and test episodes differ even where
         both splits draw from one task family (sinusoid)."""
         generator = torch.Generator().manual_seed(split_seed(seed, split))
         for _ in range(n):
-            yield self.sample(generator, 1, ways, shots, queries)[0]
+            yield self.sample(generator, 1, *shape)[0]
 
 
 def split_seed(seed: int, split: str) -> int:

@@ -11,3 +11,9 @@ def mean_ci95(scores) -> tuple[float, float]:
     if len(scores) < 2:
         return float(scores.mean()), float("nan")
     return float(scores.mean()), float(1.96 * scores.std(ddof=1) / np.sqrt(len(scores)))
+
+
+def primary(scores: np.ndarray) -> np.ndarray:
+    """The per-episode score a run is judged by: the scores themselves, or for meta-RL, whose
+    rows hold the returns after each adaptation stage, the last stage."""
+    return scores if scores.ndim == 1 else scores[:, -1]

@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from metarun.algorithms import MetaLearner
-from metarun.data import EpisodeSource
+from metarun.data import EpisodeSource, eval_shape, train_shape
 from metarun.engine.distributed import Ranks
 from metarun.engine.checkpoint import atomic_save, load_checkpoint, restore_rng_states, rng_states
 from metarun.engine.evaluate import evaluate
 from metarun.engine.run_logger import RunLogger
+from metarun.engine.stats import primary
 from metarun.errors import ConfigError
 
 log = logging.getLogger("metarun")
@@ -68,7 +69,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.algo.scheduler)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the meta-training episode stream
         self.metric = sources["train"].metric
-        self.higher_is_better = self.metric == "accuracy"
+        self.higher_is_better = self.metric in ("accuracy", "return")
         self.step, self.best, self.train_time = 0, None, 0.0
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -94,14 +95,13 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def validate(self) -> float:
-        data, val = self.cfg.data, self.cfg.trainer
+        val = self.cfg.trainer
         scores = evaluate(self.learner, self.sources["val"], val.val_episodes, self.cfg.eval.seed, "val",
-                          (data.ways, data.shots, data.queries), self.device, desc="validating",
-                          progress=val.progress)
-        return float(scores.mean())
+                          eval_shape(self.cfg), self.device, desc="validating", progress=val.progress)
+        return float(primary(scores).mean())
 
     def fit(self) -> None:
-        tcfg, episode = self.cfg.trainer, self.cfg.algo.episode
+        tcfg, shape = self.cfg.trainer, train_shape(self.cfg)
         main = self.ranks.is_main
         logger = RunLogger(self.run_dir, resume_step=self.step) if main else None
         validating = main and tcfg.val_every > 0 and self.sources["val"] is not None
@@ -111,8 +111,7 @@ class Trainer:
         window_start, window_tasks = time.perf_counter(), 0
         while self.step < tcfg.max_steps:
             started = time.perf_counter()
-            batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch,
-                                                 episode.ways, episode.shots, episode.queries)
+            batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
             window_tasks += len(batch)
             batch = self.ranks.shard(batch).to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -153,4 +152,4 @@ class Trainer:
 
     @property
     def metric_name(self) -> str:
-        return "acc" if self.metric == "accuracy" else "mse"
+        return {"accuracy": "acc"}.get(self.metric, self.metric)

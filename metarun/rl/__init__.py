@@ -1,0 +1,1 @@
+"""Meta-reinforcement learning helpers: advantage estimates, reference policies, published numbers."""
