@@ -81,6 +81,8 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger = RunLogger(run_dir)
     test_metric = {f"test/{ {'accuracy': 'acc'}.get(results['metric'], results['metric'])}": mean}
+    if "regret" in results:
+        test_metric["test/regret"] = results["regret"]["mean"]
     logger.log(state["step"], test_metric)
     logger.log_hparams(hyper_parameters(cfg), test_metric)
     logger.close()

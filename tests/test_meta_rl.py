@@ -104,6 +104,9 @@ def test_rl2_learns_to_explore_and_exploit_bandits(make_cfg, tmp_path):
     assert references["thompson"]["learner_minus_reference"]["mean"] > -0.25, results
     assert results["regret"]["mean"] < 2.9, results
     assert results["published"]["RL2"] == 6.7
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["test/return"] == results["mean"] and "test/regret" in logged[-1]
+    assert any("train/return" in record for record in logged)
 
 
 def test_maml_policy_gradient_adaptation_beats_the_pre_update_policy(make_cfg, tmp_path):

@@ -99,36 +99,36 @@ class MAMLPolicyGradient(MetaLearner):
 
     def meta_train_step(self, tasks: NavigationTasks) -> dict[str, float]:
         generator = task_generator(tasks, tasks.goals.device)
-        theta = dict(self.policy.named_parameters())
-        fast = [theta] * len(tasks)
-        before = None
-        for _ in range(self.inner_steps):
+        fast = [dict(self.policy.named_parameters())] * len(tasks)
+        metrics = {}
+        for step in range(self.inner_steps):
             batches = self.rollout(stack(fast), tasks, generator)
-            before = before if before is not None else torch.stack([b.returns().mean() for b in batches])
+            if step == 0:
+                metrics["return_before_adaptation"] = mean_return(batches)
             fast = [self.inner_step(p, b, create_graph=not self.first_order) for p, b in zip(fast, batches)]
-        after = self.rollout(stack(fast), tasks, generator)
-        for params, batch in zip(fast, after):
+        adapted = self.rollout(stack(fast), tasks, generator)
+        for params, batch in zip(fast, adapted):
             (self.surrogate_loss(params, batch) / len(tasks)).backward()
-        after_returns = torch.stack([b.returns().mean() for b in after])
-        metrics = {"return": float(after_returns.mean())}
-        if before is not None:
-            metrics["return_before_adaptation"] = float(before.mean())
-        return metrics
+        return {"return": mean_return(adapted), **metrics}
 
     def trial_returns(self, task: NavigationTasks) -> torch.Tensor:
         """Mean return on ``task`` after 0, 1, ..., ``eval_inner_steps`` policy-gradient steps,
         each step taken on trajectories sampled from the policy it updates."""
         generator = task_generator(task, task.goals.device)
-        params = {k: v.detach() for k, v in self.policy.named_parameters()}
+        params = {k: v.detach().requires_grad_() for k, v in self.policy.named_parameters()}
         returns = []
         with torch.enable_grad():
             for step in range(self.eval_inner_steps + 1):
                 batch = self.rollout(stack([params]), task, generator)[0]
                 returns.append(batch.returns().mean())
                 if step < self.eval_inner_steps:
-                    params = {k: v.detach().requires_grad_() for k, v in params.items()}
-                    params = {k: v.detach() for k, v in self.inner_step(params, batch, False).items()}
+                    params = {k: v.detach().requires_grad_()
+                              for k, v in self.inner_step(params, batch, create_graph=False).items()}
         return torch.stack(returns)
+
+
+def mean_return(batches: list[Trajectories]) -> float:
+    return float(torch.stack([b.returns().mean() for b in batches]).mean())
 
 
 def stack(per_task: list[Params]) -> Params:
