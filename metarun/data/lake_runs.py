@@ -99,7 +99,7 @@ def ink_points(png: bytes) -> torch.Tensor:
     """Coordinates of the ink pixels of a 105x105 drawing, centred on their mean."""
     with Image.open(io.BytesIO(png)) as image:
         ink = np.asarray(image.convert("L")) < 128
-    points = torch.from_numpy(np.argwhere(ink).astype(np.float64))
+    points = torch.from_numpy(np.argwhere(ink).astype(np.float32))
     return points - points.mean(0)
 
 
