@@ -14,7 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.algorithms.batch_norm import batch_statistics_only, predict_per_query
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.algorithms.inner_loop import inner_sgd
 from metarun.tasks import Task, TaskBatch
 
@@ -57,6 +57,4 @@ class ANIL(MetaLearner):
         def predict(x):
             return functional_call(self.head, head, (self.body(x),))
 
-        if self.transductive_bn or not self.has_batchnorm:
-            return predict(task.query_x)
-        return predict_per_query(predict, task.support_x, task.query_x)
+        return predict_queries(predict, task, per_query=self.has_batchnorm and not self.transductive_bn)

@@ -38,3 +38,12 @@ def predict_per_query(forward: Callable[[torch.Tensor], torch.Tensor], support_x
         return forward(torch.cat([support_x, query_image.unsqueeze(0)]))[-1]
 
     return vmap(predict_one, chunk_size=QUERY_CHUNK)(query_x)
+
+
+def predict_queries(forward: Callable[[torch.Tensor], torch.Tensor], task, per_query: bool) -> torch.Tensor:
+    """The query predictions of an adapted model: one forward pass over the whole query set, or,
+    with ``per_query`` (batch statistics, non-transductive protocol), each query image batched
+    with the support set alone."""
+    if per_query:
+        return predict_per_query(forward, task.support_x, task.query_x)
+    return forward(task.query_x)

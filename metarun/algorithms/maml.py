@@ -14,7 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.algorithms.batch_norm import batch_statistics_only, predict_per_query
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.algorithms.inner_loop import inner_sgd
 from metarun.tasks import Task, TaskBatch
 
@@ -56,7 +56,5 @@ class MAML(MetaLearner):
         with torch.enable_grad():
             fast = {k: v.detach() for k, v in
                     self.adapt(task, self.eval_inner_steps, create_graph=False).items()}
-        if self.transductive_bn or not self.has_batchnorm:
-            return functional_call(self.model, fast, (task.query_x,))
-        return predict_per_query(lambda x: functional_call(self.model, fast, (x,)),
-                                 task.support_x, task.query_x)
+        return predict_queries(lambda x: functional_call(self.model, fast, (x,)), task,
+                               per_query=self.has_batchnorm and not self.transductive_bn)

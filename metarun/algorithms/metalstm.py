@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.algorithms.batch_norm import batch_statistics_only, predict_per_query
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.tasks import Task, TaskBatch
 
 PREPROCESS_P = 10.0
@@ -111,6 +111,4 @@ class MetaLSTM(MetaLearner):
         def predict(x):
             return functional_call(self.model, params, (x,))
 
-        if self.cfg.transductive_bn or not self.has_batchnorm:
-            return predict(task.query_x)
-        return predict_per_query(predict, task.support_x, task.query_x)
+        return predict_queries(predict, task, per_query=self.has_batchnorm and not self.cfg.transductive_bn)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.algorithms.batch_norm import batch_statistics_only, predict_per_query
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.tasks import Task, TaskBatch
 
 # Evaluation mini-batches are drawn from a fixed seed, so a checkpoint scores the same every time.
@@ -86,6 +86,4 @@ class Reptile(MetaLearner):
         def predict(x):
             return functional_call(self.model, phi, (x,))
 
-        if self.cfg.transductive_bn or not self.has_batchnorm:
-            return predict(task.query_x)
-        return predict_per_query(predict, task.support_x, task.query_x)
+        return predict_queries(predict, task, per_query=self.has_batchnorm and not self.cfg.transductive_bn)
