@@ -68,12 +68,12 @@ class MetaLSTM(MetaLearner):
         self.reader = nn.LSTMCell(4, cfg.hidden)
         self.cell = MetaLSTMCell(cfg.hidden, list(cfg.forget_bias), list(cfg.input_bias))
         self.shapes = {k: p.shape for k, p in self.model.named_parameters()}
+        self.sizes = [math.prod(s) for s in self.shapes.values()]
         self.cfg = cfg
         self.transductive = self.has_batchnorm and cfg.transductive_bn
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        sizes = [math.prod(s) for s in self.shapes.values()]
-        return {k: v.view(s) for (k, s), v in zip(self.shapes.items(), theta.split(sizes))}
+        return {k: v.view(s) for (k, s), v in zip(self.shapes.items(), theta.split(self.sizes))}
 
     def learner_loss_and_grad(self, theta: torch.Tensor, x, y) -> tuple[torch.Tensor, torch.Tensor]:
         """The support loss at theta and its gradient, both as plain inputs (no second order)."""
