@@ -152,6 +152,11 @@ def mean_rate(runs: list[Run]) -> float:
     return float(np.mean(rates)) if rates else float("nan")
 
 
+def format_p(p: float) -> str:
+    """A p-value for the table; one below double precision's reach reads "< 1e-300", not 0."""
+    return "< 1e-300" if p < 1e-300 else f"{p:.3g}"
+
+
 def paired_p_value(differences: np.ndarray) -> float:
     """Two-sided p-value of a paired t-test on per-episode differences, with the normal
     approximation to the t distribution (accurate for the >= 100 episodes of a test)."""
@@ -220,7 +225,7 @@ def format_row(row: Row) -> dict[str, str]:
         "seeds": str(len(row.runs)),
         "seed std": "" if math.isnan(row.seed_std) else f"{row.seed_std * factor:.2f}{unit}",
         "paired p vs best": "best" if row.best else
-                            ("" if math.isnan(row.p_vs_best) else f"{row.p_vs_best:.3g} (n={row.paired_n})"),
+                            ("" if math.isnan(row.p_vs_best) else f"{format_p(row.p_vs_best)} (n={row.paired_n})"),
         "train time (s)": f"{np.mean([r['wall_time_s'] for r in results]):.0f}",
         "tasks/s": "" if math.isnan(mean_rate(row.runs)) else f"{mean_rate(row.runs):.1f}",
         "params": f"{results[0]['params']:,}",

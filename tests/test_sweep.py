@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import metarun_command
-from metarun.compare import compare, paired_p_value
+from metarun.compare import compare, format_p, paired_p_value
 from metarun.engine.stats import mean_ci95
 
 SHORT = ("trainer.val_every=0", "eval.episodes=60", "algo.episode.ways=5", "algo.episode.queries=5")
@@ -160,3 +160,6 @@ def test_paired_p_value():
     assert paired_p_value(same - same) == 1.0
     assert paired_p_value(rng.normal(0.0, 1.0, 2000)) > 0.01
     assert paired_p_value(rng.normal(0.3, 1.0, 2000)) < 1e-6
+    # a difference beyond double precision is reported as such, not as a p of 0
+    assert format_p(paired_p_value(rng.normal(5.0, 1.0, 600))) == "< 1e-300"
+    assert format_p(0.01234) == "0.0123"
