@@ -66,7 +66,7 @@ def test_lake_runs_configs_that_cannot_work_fail_at_start(make_cfg, overrides, k
 
 @needs_omniglot_files
 def test_protonet_trained_on_background_alphabets_scores_the_runs(cli, tmp_path):
-    cli("algo=protonet", "data.split=lake", "eval=lake_runs", "trainer.max_steps=100",
+    cli("algo=protonet", "data.split=lake", "eval=lake_runs", "trainer.max_steps=100", "algo.episode.ways=20",
         "trainer.val_every=0", f"hydra.run.dir={tmp_path}", f"paths.data_dir={DATA_DIR}")
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["protocol"] == "lake_runs" and results["n_episodes"] == 20 and results["split"] == "lake"

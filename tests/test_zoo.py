@@ -140,8 +140,8 @@ def test_optimisation_based_learners_learn_sinusoids(make_cfg, tmp_path, algo):
     ("matchingnet", (), 0.5), ("matchingnet", ("algo.fce=true",), 0.5), ("relationnet", (), 0.5),
     ("anil", ("algo.meta_batch=4", "algo.first_order=true"), 0.5),
     ("reptile", ("algo.meta_batch=2", "algo.eval_inner_steps=10"), 0.5),
-    # first-order MAML learns more slowly early on (about 51% here after 200 steps)
-    ("fomaml", ("algo.meta_batch=4",), 0.4),
+    # first-order MAML learns more slowly early on (about 52% here after 200 steps of 2 tasks)
+    ("fomaml", ("algo.meta_batch=2",), 0.4),
     # pre-training batches of 64 images; untrained, the frozen backbone gives 20% (linear) and
     # 40% (cosine) after fine-tuning; after 200 steps about 47% and 52%
     ("baseline", ("algo.episode.ways=32",), 0.4), ("baselinepp", ("algo.episode.ways=32",), 0.45),
