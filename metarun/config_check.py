@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS
+from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS, check_supports
 from metarun.backbones import BACKBONES
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
 from metarun.errors import ConfigError
@@ -75,10 +75,7 @@ def check_integers(cfg, keys, minimum: int) -> None:
 
 def validate_config(cfg) -> None:
     check_choices(cfg, CHOICES)
-    supported = SUPPORTED_KINDS[cfg.algo.name]
-    if cfg.data.kind not in supported:
-        raise ConfigError("data", cfg.data.name, f"algo={cfg.algo.name} supports data of kind "
-                          f"{' or '.join(supported)}; data={cfg.data.name} is {cfg.data.kind}")
+    check_supports(cfg.algo.name, cfg.data.name, cfg.data.kind)
     if cfg.data.name == "omniglot":
         check_choices(cfg, OMNIGLOT_CHOICES)
     check_integers(cfg, POSITIVE, 1)

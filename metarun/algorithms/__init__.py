@@ -41,16 +41,21 @@ for name in ("maml", "fomaml"):
     SUPPORTED_KINDS[name] += ("navigation",)
 
 
+def check_supports(algo: str, data: str, kind: str) -> None:
+    """Fail with the allowed kinds when ``algo`` cannot learn from ``data`` (of ``kind``)."""
+    if algo not in SUPPORTED_KINDS:
+        raise ConfigError("algo.name", algo, f"one of {', '.join(SUPPORTED_KINDS)}")
+    if kind not in SUPPORTED_KINDS[algo]:
+        raise ConfigError("data", data, f"algo={algo} supports data of kind "
+                          f"{' or '.join(SUPPORTED_KINDS[algo])}; data={data} is {kind}")
+
+
 def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes: int | None) -> MetaLearner:
     """The learner ``cfg.algo.name`` for data of ``kind`` with inputs of ``input_shape``;
     ``n_train_classes`` (classes of the meta-training split) sizes the transfer baselines'
     pre-training classifier."""
     name = cfg.algo.name
-    if name not in SUPPORTED_KINDS:
-        raise ConfigError("algo.name", name, f"one of {', '.join(SUPPORTED_KINDS)}")
-    if kind not in SUPPORTED_KINDS[name]:
-        raise ConfigError("data", cfg.data.name, f"algo={name} supports data of kind "
-                          f"{' or '.join(SUPPORTED_KINDS[name])}; data={cfg.data.name} is {kind}")
+    check_supports(name, cfg.data.name, kind)
     if name == "rl2":
         arms = input_shape[0]
         return RL2(build_backbone(cfg.backbone, (RL2.input_size(arms),)), arms, cfg.algo)
@@ -71,5 +76,5 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     return METRIC_LEARNERS[name](backbone, cfg.algo)
 
 
-__all__ = ["build_learner", "MetaLearner", "SUPPORTED_KINDS", "HEAD_LEARNERS", "METRIC_LEARNERS",
+__all__ = ["build_learner", "check_supports", "MetaLearner", "SUPPORTED_KINDS", "HEAD_LEARNERS", "METRIC_LEARNERS",
            "FIXED_WAYS"]

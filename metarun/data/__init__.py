@@ -18,18 +18,21 @@ def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
         from metarun.data.miniimagenet import build_miniimagenet
         return build_miniimagenet(data_cfg, paths_cfg)
     if data_cfg.name == "sinusoid":
-        source = SinusoidSource(data_cfg.amplitude, data_cfg.phase, data_cfg.x_range)
-        return {"train": source, "val": source, "test": source}
+        return every_split(SinusoidSource(data_cfg.amplitude, data_cfg.phase, data_cfg.x_range))
     if data_cfg.name == "bandits":
         from metarun.data.bandits import BanditSource
-        source = BanditSource(data_cfg.arms, data_cfg.horizon)
-        return {"train": source, "val": source, "test": source}
+        return every_split(BanditSource(data_cfg.arms, data_cfg.horizon))
     if data_cfg.name == "navigation2d":
         from metarun.data.navigation2d import NavigationSource
-        source = NavigationSource(data_cfg.goal_range, data_cfg.horizon, data_cfg.max_action, data_cfg.reward,
-                                  data_cfg.goal_tolerance)
-        return {"train": source, "val": source, "test": source}
+        return every_split(NavigationSource(data_cfg.goal_range, data_cfg.horizon, data_cfg.max_action,
+                                            data_cfg.reward, data_cfg.goal_tolerance))
     raise ConfigError("data.name", data_cfg.name, f"one of {', '.join(DATASETS)}")
+
+
+def every_split(source: EpisodeSource) -> dict[str, EpisodeSource]:
+    """A generated task family serves every split; the fixed validation and test lists still
+    differ, as their seeds include the split (``fixed_episodes``)."""
+    return {"train": source, "val": source, "test": source}
 
 
 def train_shape(cfg) -> tuple[int, ...]:
@@ -47,4 +50,5 @@ def eval_shape(cfg) -> tuple[int, ...]:
     return cfg.data.ways, cfg.data.shots, cfg.data.queries
 
 
-__all__ = ["train_shape", "eval_shape", "RL_KINDS", "build_sources", "EpisodeSource", "FewShotImageSource", "SinusoidSource", "DATASETS"]
+__all__ = ["build_sources", "train_shape", "eval_shape", "EpisodeSource", "FewShotImageSource",
+           "SinusoidSource", "DATASETS", "RL_KINDS"]
