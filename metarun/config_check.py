@@ -14,7 +14,7 @@ CHOICES = {
     "mode": ("train", "eval"),
     "algo.name": tuple(SUPPORTED_KINDS),
     "algo.optimizer.name": ("adam", "sgd"),
-    "algo.scheduler.name": ("constant", "step", "linear"),
+    "algo.scheduler.name": ("constant", "step", "linear", "cosine"),
     "data.name": DATASETS,
     "backbone.name": tuple(BACKBONES),
     "device.name": ("auto", "cpu", "cuda"),

@@ -93,3 +93,19 @@ def test_cli_prints_one_line_errors(cli):
         assert "Traceback" not in done.stderr
     listing = cli("algo=nosuchalgo", check=False).stderr
     assert "maml" in listing and "protonet" in listing  # the allowed choices are listed
+
+
+def test_cosine_schedule_decays_to_zero_at_total_steps(make_cfg):
+    import torch
+    from metarun.engine.trainer import build_scheduler
+    cfg = make_cfg("algo=protonet", "algo.scheduler.name=cosine", "+algo.scheduler.total_steps=8")
+    validate_config(cfg)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.algo.optimizer.lr)
+    scheduler = build_scheduler(optimizer, cfg.algo.scheduler)
+    rates = []
+    for _ in range(8):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[3] == pytest.approx(cfg.algo.optimizer.lr / 2) and rates[-1] == pytest.approx(0.0)
+    assert all(a > b for a, b in zip(rates, rates[1:]))

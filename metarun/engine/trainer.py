@@ -49,7 +49,9 @@ def build_scheduler(optimizer, cfg):
     if cfg.name == "linear":
         return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=cfg.end_factor,
                                                  total_iters=cfg.total_steps)
-    raise ConfigError("algo.scheduler.name", cfg.name, "one of constant, step, linear")
+    if cfg.name == "cosine":  # half a cosine from the initial rate down to 0 at total_steps
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.total_steps)
+    raise ConfigError("algo.scheduler.name", cfg.name, "one of constant, step, linear, cosine")
 
 
 class Trainer:
