@@ -26,7 +26,7 @@ from metarun.engine.cpu_threads import threads_per_run
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
 from metarun.engine.run_logger import RunLogger
-from metarun.engine.stats import mean_ci95, primary
+from metarun.engine.stats import mean_ci95, primary, scalar_name
 from metarun.engine.trainer import Trainer
 from metarun.errors import ConfigError, MetarunError
 from metarun.rl.report import describe_rl, rl_results
@@ -80,7 +80,7 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
     np.save(run_dir / "episode_scores.npy", scores)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger = RunLogger(run_dir)
-    test_metric = {f"test/{ {'accuracy': 'acc'}.get(results['metric'], results['metric'])}": mean}
+    test_metric = {f"test/{scalar_name(results['metric'])}": mean}
     if "regret" in results:
         test_metric["test/regret"] = results["regret"]["mean"]
     logger.log(state["step"], test_metric)

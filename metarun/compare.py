@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from metarun.engine.stats import mean_ci95, primary
+from metarun.engine.stats import HIGHER_IS_BETTER, mean_ci95, primary
 
 # the metric of a data kind, for runs that failed before results.json existed
 METRICS = {"regression": "mse", "bandit": "return", "navigation": "return"}
@@ -196,7 +196,7 @@ def build_rows(runs: list[Run]) -> list[Row]:
             row.seed_std = float(np.std([r.results["mean"] for r in row.runs], ddof=1))
     for setting in {row.setting for row in rows.values()}:
         members = [row for row in rows.values() if row.setting == setting]
-        higher_is_better = members[0].metric in ("accuracy", "return")
+        higher_is_better = members[0].metric in HIGHER_IS_BETTER
         best = (max if higher_is_better else min)(members, key=lambda r: r.mean)
         best.best = True
         best_scores = episode_means(best.runs)

@@ -23,9 +23,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metarun.algorithms.base import MetaLearner
-from metarun.algorithms.rl2 import task_generator
 from metarun.data.navigation2d import ACTION_SIZE, NavigationTasks
 from metarun.rl.advantages import discounted_returns, linear_feature_baseline, normalise
+from metarun.rl.randomness import task_generator
 
 Params = dict[str, torch.Tensor]
 

@@ -26,6 +26,7 @@ from torch import nn
 from metarun.algorithms.base import MetaLearner
 from metarun.data.bandits import BanditTasks
 from metarun.rl.advantages import gae
+from metarun.rl.randomness import task_generator
 
 
 class RL2(MetaLearner):
@@ -79,9 +80,3 @@ class RL2(MetaLearner):
         """The total reward of one trial on ``task`` (a one-element vector)."""
         _, _, _, rewards = self.play(task, task_generator(task, task.probs.device))
         return rewards.sum(1)
-
-
-def task_generator(tasks, device) -> torch.Generator:
-    """The acting policy's randomness: seeded by the (first) task, so a test task is always
-    played with the same draws and a resumed run repeats its training rollouts exactly."""
-    return torch.Generator(device=device).manual_seed(int(tasks.seeds[0]))

@@ -45,4 +45,3 @@ def score_tasks(learner: MetaLearner, tasks: Iterable[Task], n_tasks: int, metri
                 scores.append(episode_score(metric, learner.adapt_and_predict(task), task.query_y))
     learner.train(was_training)
     return np.asarray(scores)
-

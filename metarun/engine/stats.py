@@ -4,6 +4,15 @@ from __future__ import annotations
 import numpy as np
 
 
+# metrics where a larger value is better (the others, MSE, are errors)
+HIGHER_IS_BETTER = ("accuracy", "return")
+
+
+def scalar_name(metric: str) -> str:
+    """The metric's name in TensorBoard scalars and log lines: acc, mse or return."""
+    return {"accuracy": "acc"}.get(metric, metric)
+
+
 def mean_ci95(scores) -> tuple[float, float]:
     """Mean and the half-width of its normal 95% confidence interval, 1.96 * s / sqrt(n),
     with s the sample standard deviation (the protocol of Finn 2017 and Snell 2017)."""

@@ -15,7 +15,7 @@ from metarun.engine.distributed import Ranks
 from metarun.engine.checkpoint import atomic_save, load_checkpoint, restore_rng_states, rng_states
 from metarun.engine.evaluate import evaluate
 from metarun.engine.run_logger import RunLogger
-from metarun.engine.stats import primary
+from metarun.engine.stats import HIGHER_IS_BETTER, primary, scalar_name
 from metarun.errors import ConfigError
 
 log = logging.getLogger("metarun")
@@ -71,7 +71,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.algo.scheduler)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the meta-training episode stream
         self.metric = sources["train"].metric
-        self.higher_is_better = self.metric in ("accuracy", "return")
+        self.higher_is_better = self.metric in HIGHER_IS_BETTER
         self.step, self.best, self.train_time = 0, None, 0.0
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -154,4 +154,4 @@ class Trainer:
 
     @property
     def metric_name(self) -> str:
-        return {"accuracy": "acc"}.get(self.metric, self.metric)
+        return scalar_name(self.metric)
