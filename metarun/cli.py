@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -40,10 +41,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed every generator; with ``deterministic``, also make GPU kernels repeat bit for bit
+    (cuDNN and cuBLAS otherwise pick algorithms whose sums change order from run to run), so a
+    resumed run ends where an uninterrupted one does on a GPU as on a CPU."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn where a kernel has no such mode
+        torch.backends.cudnn.benchmark = False
 
 
 def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_time: float,
@@ -137,7 +145,7 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
     if threads is not None:
         torch.set_num_threads(threads)
     log.info(f"device {device}, {torch.get_num_threads()} torch CPU thread(s)")
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
     sources = build_sources(cfg.data, cfg.paths)
     check_episode_shapes(cfg, sources)
     for source in sources.values():

@@ -1,6 +1,7 @@
 """Throughput on this machine: episode sampling, meta-training, data loading.
 
     python scripts/bench.py                       # embedded 28x28 Omniglot
+    python scripts/bench.py --device cuda         # on a GPU (adds Meta-LSTM, SNAIL, peak memory)
     METARUN_DATA_DIR=... python scripts/bench.py --local   # also time the decoded-file cache
 
 Prints one line per figure; the README's benchmark table is copied from its output.
@@ -22,12 +23,18 @@ from metarun.data.omniglot import load_cached, load_embedded
 from metarun.engine.trainer import autocast_for, build_optimizer
 
 
-def timed(fn, repeat: int) -> float:
-    """Seconds per call, after one warm-up call."""
+def timed(fn, repeat: int, device: torch.device = torch.device("cpu")) -> float:
+    """Seconds per call, after one warm-up call; on a GPU, waits for the queued kernels."""
+    def finish():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     fn()
+    finish()
     started = time.perf_counter()
     for _ in range(repeat):
         fn()
+    finish()
     return (time.perf_counter() - started) / repeat
 
 
@@ -36,18 +43,19 @@ def config(*overrides):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def bench_sampling(sources) -> None:
+def bench_sampling(sources, device: torch.device) -> None:
     generator = torch.Generator().manual_seed(0)
     for ways, shots in ((5, 1), (20, 5)):
-        per = timed(lambda: sources["train"].sample(generator, 32, ways, shots, 15), 20)
+        per = timed(lambda: sources["train"].sample(generator, 32, ways, shots, 15), 20, device)
         print(f"episodes sampled/s, Omniglot {ways}-way {shots}-shot 15 queries (meta-batch 32): {32 / per:,.0f}")
 
 
-def bench_training(algo_overrides: list[str], label: str, repeat: int) -> None:
+def bench_training(algo_overrides: list[str], label: str, repeat: int, device: torch.device) -> None:
     cfg = config(*algo_overrides)
-    device = torch.device("cpu")
     sources = build_sources(cfg.data, cfg.paths)
-    learner = build_learner(cfg, "image", sources["train"].image_shape, sources["train"].n_classes)
+    sources["train"].to(device)
+    learner = build_learner(cfg, "image", sources["train"].image_shape,
+                            sources["train"].n_classes).to(device)
     optimizer = build_optimizer(learner, cfg.algo.optimizer)
     generator = torch.Generator().manual_seed(0)
     episode = cfg.algo.episode
@@ -60,18 +68,25 @@ def bench_training(algo_overrides: list[str], label: str, repeat: int) -> None:
             learner.meta_train_step(batch)
         optimizer.step()
 
-    per = timed(step, repeat)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    per = timed(step, repeat, device)
     label += ", bf16 autocast" if cfg.trainer.precision == "bf16" else ""
     episode = f"{episode.ways}-way {episode.shots}-shot {episode.queries} queries"
+    memory = (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+              if device.type == "cuda" else "")
     print(f"{label} ({episode}, meta-batch {cfg.algo.meta_batch}): {cfg.algo.meta_batch / per:.2f} "
-          f"tasks/s, {1 / per:.2f} meta-iterations/s")
+          f"tasks/s, {1 / per:.2f} meta-iterations/s{memory}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--local", action="store_true", help="also time the cache of decoded files")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    device = torch.device(args.device)
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}")
     started = time.perf_counter()
     load_embedded()
     print(f"embedded 28x28 Omniglot load (sha256 check + decompress): {time.perf_counter() - started:.2f} s")
@@ -85,15 +100,22 @@ def main() -> None:
             load_cached(root, Path(cache), 28, False, "")
             print(f"cached load: {time.perf_counter() - started:.2f} s")
     cfg = config()
-    bench_sampling(build_sources(cfg.data, cfg.paths))
-    bench_training(["algo=protonet"], "ProtoNet paper training episodes", 10)
-    bench_training(["algo=protonet", "trainer.precision=bf16"], "ProtoNet paper training episodes", 10)
+    sources = build_sources(cfg.data, cfg.paths)
+    sources["train"].to(device)
+    bench_sampling(sources, device)
+    bench_training(["algo=protonet"], "ProtoNet paper training episodes", 10, device)
+    bench_training(["algo=protonet", "trainer.precision=bf16"], "ProtoNet paper training episodes", 10, device)
     print("Every algorithm with its paper's Omniglot 5-way 1-shot settings (meta-batch, episode shape):")
-    for algo in ("maml", "fomaml", "anil", "metasgd", "reptile", "protonet", "matchingnet", "relationnet"):
+    algos = ["maml", "fomaml", "anil", "metasgd", "reptile", "protonet", "matchingnet", "relationnet"]
+    if device.type == "cuda":  # too slow for this benchmark on a CPU
+        algos += ["metalstm", "snail"]
+    for algo in algos:
         overrides = [f"algo={algo}"]
         if algo == "protonet":  # the paper trains with 60 ways; here the 5-way test shape
             overrides += ["algo.episode.ways=5", "algo.episode.queries=15"]
-        bench_training(overrides, f"  {algo}", 3 if algo in ("maml", "metasgd") else 10)
+        slow = algo in ("maml", "metasgd") and device.type == "cpu"
+        bench_training(overrides, f"  {algo}", 3 if slow else 10, device)
+
 
 if __name__ == "__main__":
     main()

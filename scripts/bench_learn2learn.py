@@ -42,14 +42,18 @@ def main() -> None:
     parser.add_argument("--learn2learn-src", required=True,
                         help="the learn2learn/ folder of the extracted learn2learn-0.2.0 sdist")
     parser.add_argument("--repeat", type=int, default=8, help="timed meta-iterations per implementation")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     l2l_maml = load_learn2learn_maml(args.learn2learn_src)
+    device = torch.device(args.device)
 
     cfg = config("algo=maml")
     sources = build_sources(cfg.data, cfg.paths)
-    ours = build_learner(cfg, "image", sources["train"].image_shape, None)
+    sources["train"].to(device)
+    ours = build_learner(cfg, "image", sources["train"].image_shape, None).to(device)
     ours_optimizer = build_optimizer(ours, cfg.algo.optimizer)
-    theirs_model = build_learner(cfg, "image", sources["train"].image_shape, None).model  # same network
+    same_network = build_learner(cfg, "image", sources["train"].image_shape, None).model
+    theirs_model = same_network.to(device)
     theirs = l2l_maml(theirs_model, lr=cfg.algo.inner_lr, first_order=False)
     theirs_optimizer = torch.optim.Adam(theirs.parameters(), lr=cfg.algo.optimizer.lr)
     loss = nn.CrossEntropyLoss()
@@ -74,13 +78,18 @@ def main() -> None:
             (loss(learner(task.query_x), task.query_y) / meta_batch).backward()
         theirs_optimizer.step()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MAML second order, Omniglot "
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}; MAML second order, Omniglot "
           f"{episode.ways}-way {episode.shots}-shot {episode.queries} queries, meta-batch {meta_batch}, "
           f"{cfg.algo.inner_steps} inner step")
     rates = {}
     for name, step in (("learn2learn 0.2.0 MAML", learn2learn_step), ("metarun maml", metarun_step)):
-        rates[name] = 1 / timed(step, args.repeat)
-        print(f"{name}: {rates[name]:.3f} meta-iterations/s")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rates[name] = 1 / timed(step, args.repeat, device)
+        memory = (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+                  if device.type == "cuda" else "")
+        print(f"{name}: {rates[name]:.3f} meta-iterations/s{memory}")
     print(f"metarun / learn2learn: {rates['metarun maml'] / rates['learn2learn 0.2.0 MAML']:.2f}x")
 
 
