@@ -48,7 +48,9 @@ ALGO_INTEGERS = {
     **{name: (("algo.fine_tune.epochs", 0), ("algo.fine_tune.batch_size", 1))
        for name in ("baseline", "baselinepp")},
 }
-ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")}}
+ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")},
+                **{name: {"algo.task_batching": ("loop", "vmap", "auto")}
+                   for name in ("maml", "fomaml", "metasgd")}}
 
 
 def get(cfg, key: str):

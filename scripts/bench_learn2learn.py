@@ -50,10 +50,8 @@ def main() -> None:
     cfg = config("algo=maml")
     sources = build_sources(cfg.data, cfg.paths)
     sources["train"].to(device)
-    ours = build_learner(cfg, "image", sources["train"].image_shape, None).to(device)
-    ours_optimizer = build_optimizer(ours, cfg.algo.optimizer)
-    same_network = build_learner(cfg, "image", sources["train"].image_shape, None).model
-    theirs_model = same_network.to(device)
+    image_shape = sources["train"].image_shape
+    theirs_model = build_learner(cfg, "image", image_shape, None).model.to(device)  # the same network
     theirs = l2l_maml(theirs_model, lr=cfg.algo.inner_lr, first_order=False)
     theirs_optimizer = torch.optim.Adam(theirs.parameters(), lr=cfg.algo.optimizer.lr)
     loss = nn.CrossEntropyLoss()
@@ -63,11 +61,17 @@ def main() -> None:
     def sample():
         return sources["train"].sample(generator, meta_batch, episode.ways, episode.shots, episode.queries)
 
-    def metarun_step():
-        batch = sample()
-        ours_optimizer.zero_grad()
-        ours.meta_train_step(batch)
-        ours_optimizer.step()
+    def metarun_step(task_batching: str):
+        ours = build_learner(config("algo=maml", f"algo.task_batching={task_batching}"), "image", image_shape,
+                             None).to(device)
+        ours_optimizer = build_optimizer(ours, cfg.algo.optimizer)
+
+        def step():
+            batch = sample()
+            ours_optimizer.zero_grad()
+            ours.meta_train_step(batch)
+            ours_optimizer.step()
+        return step
 
     def learn2learn_step():
         batch = sample()
@@ -83,14 +87,17 @@ def main() -> None:
           f"{episode.ways}-way {episode.shots}-shot {episode.queries} queries, meta-batch {meta_batch}, "
           f"{cfg.algo.inner_steps} inner step")
     rates = {}
-    for name, step in (("learn2learn 0.2.0 MAML", learn2learn_step), ("metarun maml", metarun_step)):
+    for name, step in (("learn2learn 0.2.0 MAML", learn2learn_step),
+                       ("metarun maml, algo.task_batching=loop", metarun_step("loop")),
+                       ("metarun maml, algo.task_batching=vmap", metarun_step("vmap"))):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         rates[name] = 1 / timed(step, args.repeat, device)
         memory = (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
                   if device.type == "cuda" else "")
         print(f"{name}: {rates[name]:.3f} meta-iterations/s{memory}")
-    print(f"metarun / learn2learn: {rates['metarun maml'] / rates['learn2learn 0.2.0 MAML']:.2f}x")
+    for name in list(rates)[1:]:
+        print(f"{name} / learn2learn: {rates[name] / rates['learn2learn 0.2.0 MAML']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from metarun.engine.checkpoint import load_checkpoint
 from metarun.errors import ConfigError
 from metarun.tasks import Task, TaskBatch
 
-MAML_CFG = dict(first_order=False, inner_lr=0.3, inner_steps=2, eval_inner_steps=2, transductive_bn=True)
+MAML_CFG = dict(first_order=False, inner_lr=0.3, inner_steps=2, eval_inner_steps=2, transductive_bn=True,
+                task_batching="loop")
 
 
 def sinusoid_batch(tasks: int = 3):

@@ -57,4 +57,5 @@ class ANIL(MetaLearner):
         def predict(x):
             return functional_call(self.head, head, (self.body(x),))
 
-        return predict_queries(predict, task, per_query=self.has_batchnorm and not self.transductive_bn)
+        return predict_queries(self.body, predict, task,
+                               per_query=self.has_batchnorm and not self.transductive_bn)

@@ -10,13 +10,14 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad
 
 Params = dict[str, torch.Tensor]
 
 
 def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-              loss_fn: Callable, lr: float | Params, steps: int, create_graph: bool) -> Params:
+              loss_fn: Callable, lr: float | Params, steps: int, create_graph: bool,
+              inside_vmap: bool = False) -> Params:
     """``steps`` steps of gradient descent on ``loss_fn(model(x), y)`` from ``params``.
 
     ``lr`` is one step size, or one tensor per parameter (Meta-SGD's learned, element-wise rates).
@@ -24,10 +25,21 @@ def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
     ``create_graph=True`` keeps the graph of each step, so the result is differentiable
     to second order in ``params`` (MAML); ``False`` treats the inner gradients as constants
     (first-order MAML).
+
+    ``inside_vmap``: the gradients are taken with ``torch.func.grad``, which (unlike
+    ``torch.autograd.grad``) runs inside ``torch.func.vmap`` and stays differentiable by the
+    outer backward pass.
     """
+    def support_loss(params: Params) -> torch.Tensor:
+        return loss_fn(functional_call(model, params, (x,)), y)
+
     for _ in range(steps):
-        loss = loss_fn(functional_call(model, params, (x,)), y)
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+        if inside_vmap:
+            grads = list(grad(support_loss)(params).values())
+            if not create_graph:
+                grads = [g.detach() for g in grads]
+        else:
+            grads = torch.autograd.grad(support_loss(params), list(params.values()), create_graph=create_graph)
         params = {name: p - (lr[name] if isinstance(lr, dict) else lr) * g
                   for (name, p), g in zip(params.items(), grads)}
     return params

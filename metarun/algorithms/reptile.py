@@ -86,4 +86,5 @@ class Reptile(MetaLearner):
         def predict(x):
             return functional_call(self.model, phi, (x,))
 
-        return predict_queries(predict, task, per_query=self.has_batchnorm and not self.cfg.transductive_bn)
+        return predict_queries(self.model, predict, task,
+                               per_query=self.has_batchnorm and not self.cfg.transductive_bn)

@@ -26,6 +26,7 @@ class Conv4(nn.Module):
                  image_size: int, channels_last: bool):
         super().__init__()
         self.channels_last = channels_last
+        self.vectorised = False  # inside torch.func.vmap, which cannot lay inputs out channels-last
         self.pooled_blocks = pooled_blocks
         layers, c = [], in_channels
         for block in range(blocks):
@@ -41,7 +42,7 @@ class Conv4(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
+        if self.channels_last and not self.vectorised:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.features(x)
 
