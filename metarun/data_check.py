@@ -13,6 +13,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 
 from metarun.data import DATASETS, build_sources
+from metarun.data.cifar100 import ARCHIVE as CIFAR100_ARCHIVE
+from metarun.data.cifar100 import ARCHIVE_MD5 as CIFAR100_MD5
+from metarun.data.cifar100 import FOLDER as CIFAR100_FOLDER
 from metarun.data.download import file_digest
 from metarun.data.lake_runs import ARCHIVE as RUNS_ARCHIVE
 from metarun.data.lake_runs import SHA256 as RUNS_SHA256
@@ -58,6 +61,20 @@ def check_omniglot_files(root: Path) -> tuple[str, bool]:
     return f"Omniglot files in {root}\n\n" + table(header, rows), ok
 
 
+def check_cifar100_files(root: Path) -> str:
+    """The archive's checksum (its structure and counts are checked by building the splits)."""
+    archive, folder = root / CIFAR100_ARCHIVE, root / CIFAR100_FOLDER
+    if folder.is_dir():
+        row = [f"{CIFAR100_FOLDER}/", "present (extracted)", "", ""]
+    elif archive.is_file():
+        digest = file_digest(archive, "md5")
+        row = [CIFAR100_ARCHIVE, "present", digest,
+               "yes" if digest == CIFAR100_MD5 else "no: re-packed or damaged; structure checked below"]
+    else:
+        row = [CIFAR100_ARCHIVE, "missing (data.source=auto downloads it)", "", ""]
+    return f"CIFAR-100 files in {root}\n\n" + table(["file", "status", "md5", "upstream bytes"], [row])
+
+
 def split_table(cfg) -> str:
     """Classes and images per split, as a run with this config sees them."""
     sources = build_sources(cfg.data, cfg.paths)
@@ -76,6 +93,8 @@ def check(name: str, overrides: list[str]) -> int:
     if name == "omniglot":
         report, ok = check_omniglot_files(Path(cfg.paths.data_dir).expanduser() / "omniglot")
         print(report + "\n")
+    if name in ("cifarfs", "fc100"):
+        print(check_cifar100_files(Path(cfg.data.root).expanduser()) + "\n")
     try:
         print(split_table(cfg))
     except MetarunError as e:
