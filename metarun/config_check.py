@@ -24,7 +24,7 @@ CHOICES = {
 }
 OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
                     "data.source": ("auto", "embedded", "local", "download")}
-CIFAR100_CHOICES = {"data.source": ("auto", "local")}
+DOWNLOADABLE_CHOICES = {"data.source": ("auto", "local")}
 POSITIVE = ("algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every", "trainer.log_every",
             "trainer.val_episodes", "eval.episodes")
 # the episode shape of few-shot data (meta-RL task families have none)
@@ -81,8 +81,8 @@ def validate_config(cfg) -> None:
     check_supports(cfg.algo.name, cfg.data.name, cfg.data.kind)
     if cfg.data.name == "omniglot":
         check_choices(cfg, OMNIGLOT_CHOICES)
-    if cfg.data.name in ("cifarfs", "fc100"):
-        check_choices(cfg, CIFAR100_CHOICES)
+    if cfg.data.name in ("cifarfs", "fc100", "cub"):
+        check_choices(cfg, DOWNLOADABLE_CHOICES)
     check_integers(cfg, POSITIVE, 1)
     if cfg.data.name in RL_DATA:
         check_integers(cfg, RL_DATA[cfg.data.name]["positive"], 1)

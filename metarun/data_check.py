@@ -13,9 +13,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 
 from metarun.data import DATASETS, build_sources
-from metarun.data.cifar100 import ARCHIVE as CIFAR100_ARCHIVE
-from metarun.data.cifar100 import ARCHIVE_MD5 as CIFAR100_MD5
-from metarun.data.cifar100 import FOLDER as CIFAR100_FOLDER
+from metarun.data import cifar100, cub
 from metarun.data.download import file_digest
 from metarun.data.lake_runs import ARCHIVE as RUNS_ARCHIVE
 from metarun.data.lake_runs import SHA256 as RUNS_SHA256
@@ -61,18 +59,22 @@ def check_omniglot_files(root: Path) -> tuple[str, bool]:
     return f"Omniglot files in {root}\n\n" + table(header, rows), ok
 
 
-def check_cifar100_files(root: Path) -> str:
+# data sets read from one official archive (or the folder extracted from it): the module naming it
+ARCHIVE_SOURCES = {"cifarfs": cifar100, "fc100": cifar100, "cub": cub}
+
+
+def check_archive_files(root: Path, source) -> str:
     """The archive's checksum (its structure and counts are checked by building the splits)."""
-    archive, folder = root / CIFAR100_ARCHIVE, root / CIFAR100_FOLDER
+    archive, folder = root / source.ARCHIVE, root / source.FOLDER
     if folder.is_dir():
-        row = [f"{CIFAR100_FOLDER}/", "present (extracted)", "", ""]
+        row = [f"{source.FOLDER}/", "present (extracted)", "", ""]
     elif archive.is_file():
         digest = file_digest(archive, "md5")
-        row = [CIFAR100_ARCHIVE, "present", digest,
-               "yes" if digest == CIFAR100_MD5 else "no: re-packed or damaged; structure checked below"]
+        row = [source.ARCHIVE, "present", digest,
+               "yes" if digest == source.ARCHIVE_MD5 else "no: re-packed or damaged; structure checked below"]
     else:
-        row = [CIFAR100_ARCHIVE, "missing (data.source=auto downloads it)", "", ""]
-    return f"CIFAR-100 files in {root}\n\n" + table(["file", "status", "md5", "upstream bytes"], [row])
+        row = [source.ARCHIVE, "missing (data.source=auto downloads it)", "", ""]
+    return f"Files in {root}\n\n" + table(["file", "status", "md5", "upstream bytes"], [row])
 
 
 def split_table(cfg) -> str:
@@ -93,8 +95,8 @@ def check(name: str, overrides: list[str]) -> int:
     if name == "omniglot":
         report, ok = check_omniglot_files(Path(cfg.paths.data_dir).expanduser() / "omniglot")
         print(report + "\n")
-    if name in ("cifarfs", "fc100"):
-        print(check_cifar100_files(Path(cfg.data.root).expanduser()) + "\n")
+    if name in ARCHIVE_SOURCES:
+        print(check_archive_files(Path(cfg.data.root).expanduser(), ARCHIVE_SOURCES[name]) + "\n")
     try:
         print(split_table(cfg))
     except MetarunError as e:

@@ -5,7 +5,7 @@ from metarun.data.episodes import EpisodeSource, FewShotImageSource
 from metarun.data.sinusoid import SinusoidSource
 from metarun.errors import ConfigError
 
-DATASETS = ("omniglot", "miniimagenet", "cifarfs", "fc100", "sinusoid", "bandits", "navigation2d")
+DATASETS = ("omniglot", "miniimagenet", "cifarfs", "fc100", "cub", "sinusoid", "bandits", "navigation2d")
 RL_KINDS = ("bandit", "navigation")
 
 
@@ -20,6 +20,9 @@ def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
     if data_cfg.name in ("cifarfs", "fc100"):
         from metarun.data.cifar100 import build_cifar100_split
         return build_cifar100_split(data_cfg, paths_cfg)
+    if data_cfg.name == "cub":
+        from metarun.data.cub import build_cub
+        return build_cub(data_cfg, paths_cfg)
     if data_cfg.name == "sinusoid":
         return every_split(SinusoidSource(data_cfg.amplitude, data_cfg.phase, data_cfg.x_range))
     if data_cfg.name == "bandits":

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
 from metarun.data.episodes import FewShotImageSource
+from metarun.data.images import square_rgb
 from metarun.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -50,13 +51,6 @@ def layout(root: Path) -> str:
         f"{', '.join(PICKLE.format(s) for s in SPLITS)} (missing: {', '.join(missing_pickles)}).")
 
 
-def resize(image: Image.Image, size: int) -> np.ndarray:
-    image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
-
-
 def read_csv_split(root: Path, split: str, image_size: int) -> dict[str, np.ndarray]:
     table = root / f"{split}.csv"
     with open(table, newline="") as f:
@@ -71,7 +65,7 @@ def read_csv_split(root: Path, split: str, image_size: int) -> dict[str, np.ndar
         path = root / "images" / filename
         try:
             with Image.open(path) as image:
-                images.append(resize(image, image_size))
+                images.append(square_rgb(image, image_size))
         except (OSError, ValueError) as e:
             raise DataError(f"{path} (listed in {table}) is missing or not an image: {e}") from e
     return {"images": np.stack(images), "labels": np.array([index[label] for _, label in rows]),
@@ -97,7 +91,7 @@ def read_pickle_split(path: Path, image_size: int) -> dict[str, np.ndarray]:
         labels[np.asarray(data["class_dict"][name], dtype=np.int64)] = i
     keep = labels >= 0
     if pixels.shape[1:3] != (image_size, image_size):
-        pixels = np.stack([resize(Image.fromarray(p), image_size) for p in pixels[keep]])
+        pixels = np.stack([square_rgb(Image.fromarray(p), image_size) for p in pixels[keep]])
     else:
         pixels = pixels[keep]
     return {"images": pixels, "labels": labels[keep], "class_names": np.array(names)}
