@@ -5,7 +5,8 @@ from metarun.data.episodes import EpisodeSource, FewShotImageSource
 from metarun.data.sinusoid import SinusoidSource
 from metarun.errors import ConfigError
 
-DATASETS = ("omniglot", "miniimagenet", "cifarfs", "fc100", "cub", "sinusoid", "bandits", "navigation2d")
+DATASETS = ("omniglot", "miniimagenet", "tieredimagenet", "cifarfs", "fc100", "cub", "sinusoid", "bandits",
+            "navigation2d")
 RL_KINDS = ("bandit", "navigation")
 
 
@@ -17,6 +18,9 @@ def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
     if data_cfg.name == "miniimagenet":
         from metarun.data.miniimagenet import build_miniimagenet
         return build_miniimagenet(data_cfg, paths_cfg)
+    if data_cfg.name == "tieredimagenet":
+        from metarun.data.tieredimagenet import build_tieredimagenet
+        return build_tieredimagenet(data_cfg, paths_cfg)
     if data_cfg.name in ("cifarfs", "fc100"):
         from metarun.data.cifar100 import build_cifar100_split
         return build_cifar100_split(data_cfg, paths_cfg)
