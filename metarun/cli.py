@@ -64,7 +64,8 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_t
     if cfg.eval.protocol == "lake_runs":
         runs = lake_runs.read_runs(lake_runs.locate_runs(
             Path(cfg.paths.data_dir).expanduser() / "omniglot", data.source != "local", data.download_url))
-        scores = score_tasks(learner, (lake_runs.run_task(r, data.image_size) for r in runs), len(runs),
+        tasks = (lake_runs.run_task(r, data.image_size, sources["train"].normalise) for r in runs)
+        scores = score_tasks(learner, tasks, len(runs),
                              "accuracy", device, desc="Lake et al. runs", progress=cfg.trainer.progress)
     else:
         scores = evaluate(learner, sources["test"], cfg.eval.episodes, cfg.eval.seed, "test",

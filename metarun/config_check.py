@@ -93,6 +93,8 @@ def validate_config(cfg) -> None:
                 raise ConfigError("data.references", name, f"names from {', '.join(allowed)}")
     else:
         check_integers(cfg, EPISODE_SHAPE, 1)
+    if cfg.data.kind == "image":
+        check_integers(cfg, ("data.augment.crop_padding",), 0)
     check_integers(cfg, NON_NEGATIVE, 0)
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)

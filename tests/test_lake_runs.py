@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import DATA_DIR, needs_omniglot_files
 from metarun.config_check import validate_config
@@ -24,10 +25,13 @@ def test_runs_are_read_as_20_way_one_shot_tasks():
     assert len(runs) == 20
     # run01/class_labels.txt: item01 belongs to class08, item02 to class09, item03 to class02
     assert runs[0].labels[:3] == [7, 8, 1]
-    task = run_task(runs[0], 28)
+    task = run_task(runs[0], 28, normalise=lambda x: x)
     assert task.support_x.shape == task.query_x.shape == (20, 1, 28, 28)
     assert sorted(task.query_y.tolist()) == list(range(20))  # one test drawing per character
     assert 0.0 <= float(task.support_x.min()) and float(task.support_x.max()) <= 1.0
+    # the meta-training source's normalisation is applied to the runs' images too
+    shifted = run_task(runs[0], 28, normalise=lambda x: x - 0.5)
+    torch.testing.assert_close(shifted.query_x, task.query_x - 0.5)
 
 
 @needs_omniglot_files

@@ -1,6 +1,7 @@
 """Builds the episode sources (train / val / test) a run draws its tasks from."""
 from __future__ import annotations
 
+from metarun.data.augment import Augmentation
 from metarun.data.episodes import EpisodeSource, FewShotImageSource
 from metarun.data.sinusoid import SinusoidSource
 from metarun.errors import ConfigError
@@ -12,6 +13,26 @@ RL_KINDS = ("bandit", "navigation")
 
 def build_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
     """``{"train": ..., "val": ... or None, "test": ...}`` for the data set ``data_cfg.name``."""
+    sources = read_sources(data_cfg, paths_cfg)
+    if data_cfg.kind == "image":
+        prepare_images(sources, data_cfg)
+    return sources
+
+
+def prepare_images(sources: dict[str, FewShotImageSource | None], data_cfg) -> None:
+    """``data.normalize``: every split normalised with the meta-training split's per-channel
+    statistics; ``data.augment``: the meta-training split's episodes augmented."""
+    train = sources["train"]
+    if data_cfg.normalize:
+        statistics = train.channel_statistics()
+        for source in sources.values():
+            if source is not None:
+                source.normalisation = statistics
+    augmentation = Augmentation(data_cfg.augment.flip, data_cfg.augment.crop_padding)
+    train.augmentation = augmentation if augmentation.active else None
+
+
+def read_sources(data_cfg, paths_cfg) -> dict[str, EpisodeSource | None]:
     if data_cfg.name == "omniglot":
         from metarun.data.omniglot import build_omniglot
         return build_omniglot(data_cfg, paths_cfg)

@@ -12,7 +12,11 @@ from typing import Iterator
 
 import torch
 
+from metarun.data.augment import Augmentation
 from metarun.tasks import Task, TaskBatch
+
+# images drawn (evenly spaced) to estimate a data set's per-channel mean and std
+NORMALISATION_SAMPLE = 10_000
 
 
 class EpisodeSource:
@@ -64,6 +68,22 @@ class FewShotImageSource(EpisodeSource):
         self.counts = counts
         self.rotation = (class_rotation if class_rotation is not None
                          else torch.zeros(len(class_images), dtype=torch.long))
+        self.normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # per-channel mean, std
+        self.augmentation: Augmentation | None = None  # the meta-training split's alone
+
+    def channel_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation of the pixel values in [0, 1], over up to
+        NORMALISATION_SAMPLE evenly spaced images."""
+        picks = torch.linspace(0, len(self.images) - 1, min(len(self.images), NORMALISATION_SAMPLE)).long()
+        pixels = self.images[picks].float().div_(255.0)
+        return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [..., C, H, W] in [0, 1] as the learner sees them."""
+        if self.normalisation is None:
+            return x
+        mean, std = (s.to(x.device).view(-1, 1, 1) for s in self.normalisation)
+        return (x - mean) / std
 
     @classmethod
     def from_labels(cls, images: torch.Tensor, labels: torch.Tensor) -> "FewShotImageSource":
@@ -108,6 +128,9 @@ class FewShotImageSource(EpisodeSource):
             if turned.any():
                 x[turned] = torch.rot90(x[turned], k, dims=(-2, -1))
         x = x.float().div_(255.0)
+        if self.augmentation is not None:
+            x = self.augmentation(x, generator)
+        x = self.normalise(x)
         t = n_tasks
         labels = torch.arange(ways, device=x.device)
         return TaskBatch(

@@ -13,6 +13,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -86,11 +87,13 @@ def read_runs(archive: Path) -> list[LakeRun]:
                         f"(sha256 {SHA256}, found {file_digest(archive, 'sha256')})") from e
 
 
-def run_task(run: LakeRun, image_size: int) -> Task:
+def run_task(run: LakeRun, image_size: int, normalise: Callable[[torch.Tensor], torch.Tensor]) -> Task:
     """The run as a 20-way 1-shot task: the training images are the support set (label i for
-    class i+1), the test images the queries -- in the same preprocessing as meta-training."""
+    class i+1), the test images the queries -- in the same preprocessing as meta-training
+    (``normalise``: the meta-training source's)."""
     def images(pngs):
-        return torch.from_numpy(np.stack([decode_png(p, image_size) for p in pngs])).float().div_(255).unsqueeze(1)
+        pixels = np.stack([decode_png(p, image_size) for p in pngs])
+        return normalise(torch.from_numpy(pixels).float().div_(255).unsqueeze(1))
 
     return Task(images(run.training), torch.arange(WAYS), images(run.test), torch.tensor(run.labels))
 
