@@ -95,6 +95,12 @@ def validate_config(cfg) -> None:
         check_integers(cfg, EPISODE_SHAPE, 1)
     if cfg.data.kind == "image":
         check_integers(cfg, ("data.augment.crop_padding",), 0)
+    if cfg.backbone.name == "resnet12":
+        check_integers(cfg, ("backbone.drop_block.size", "backbone.drop_block.anneal_steps"), 1)
+        if cfg.backbone.drop_block.size % 2 == 0:
+            raise ConfigError("backbone.drop_block.size", cfg.backbone.drop_block.size, "an odd integer")
+        if not 0 <= cfg.backbone.drop_block.rate < 1:
+            raise ConfigError("backbone.drop_block.rate", cfg.backbone.drop_block.rate, "in [0, 1)")
     check_integers(cfg, NON_NEGATIVE, 0)
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)

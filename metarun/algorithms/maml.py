@@ -67,7 +67,9 @@ class MAML(MetaLearner):
             return functional_call(self.model, fast, (query_x,))
 
         with vectorised(self.model):
-            predictions = vmap(adapt_and_predict_queries)(batch.support_x, batch.support_y, batch.query_x)
+            # randomness="different": each task its own random draws (DropBlock), as in the loop
+            predictions = vmap(adapt_and_predict_queries, randomness="different")(
+                batch.support_x, batch.support_y, batch.query_x)
         predictions, targets = predictions.flatten(0, 1), batch.query_y.flatten(0, 1)
         self.task_loss(predictions, targets).backward()  # the mean over tasks of equal-sized query sets
         return self.task_metrics(predictions.detach(), targets)

@@ -21,7 +21,9 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
                      image_size=input_shape[-1], channels_last=cfg.channels_last)
     if cfg.name == "resnet12":
         return ResNet12(in_channels=input_shape[0], channels=list(cfg.channels), slope=cfg.leaky_slope,
-                        global_pool=cfg.global_pool, image_size=input_shape[-1])
+                        global_pool=cfg.global_pool, image_size=input_shape[-1],
+                        drop_rate=cfg.drop_block.rate, drop_block_size=cfg.drop_block.size,
+                        drop_anneal_steps=cfg.drop_block.anneal_steps)
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
     if cfg.name == "gru":
