@@ -137,10 +137,23 @@ def check_lake_runs(cfg) -> None:
                           "has one output per way and the runs are 20-way")
 
 
+def smallest_image(backbone_cfg) -> int:
+    """The smallest image side an image backbone takes: 2 ** (its 2x2 max-pools)."""
+    if backbone_cfg.name == "conv4":
+        return 2 ** min(backbone_cfg.blocks, backbone_cfg.pooled_blocks)
+    return 2 ** len(backbone_cfg.channels)  # resnet12: one pool per block
+
+
 def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
     """Ways and shots that the split at hand can serve (known only once the data is loaded)."""
     if not isinstance(sources["train"], FewShotImageSource):
         return
+    side, smallest = sources["train"].image_shape[-1], smallest_image(cfg.backbone)
+    if side < smallest:
+        raise ConfigError("backbone", cfg.backbone.name,
+                          f"a backbone that takes {side}x{side} images: {cfg.backbone.name} halves them "
+                          f"{smallest.bit_length() - 1} times, so needs at least {smallest}x{smallest} "
+                          f"(data={cfg.data.name} gives {side}x{side})")
     shapes = {"train": ("algo.episode", cfg.algo.episode), "val": ("data", cfg.data),
               "test": ("data", cfg.data)}
     for split, (prefix, shape) in shapes.items():

@@ -101,3 +101,15 @@ def test_a_run_on_tiered_imagenet_files(cli, tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["data"] == "tieredimagenet" and results["n_episodes"] == 20
     assert results["mean"] > 0.8  # classes are flat grey levels here (chance: 50%)
+
+
+def test_images_too_small_for_the_backbone_fail_at_start(make_cfg, tmp_path):
+    from metarun.config_check import check_episode_shapes
+    from metarun.errors import ConfigError
+    write_npz_layout(tmp_path / "tiered")
+    cfg = make_cfg(*TINY, f"data.root={tmp_path / 'tiered'}", "backbone=resnet12", "data.image_size=8")
+    with pytest.raises(ConfigError, match="resnet12 halves them 4 times, so needs at least 16x16 .* gives 8x8"):
+        check_episode_shapes(cfg, build_sources(cfg.data, cfg.paths))
+    cfg = make_cfg(*TINY, f"data.root={tmp_path / 'tiered'}", "backbone.pooled_blocks=5", "backbone.blocks=5")
+    with pytest.raises(ConfigError, match="needs at least 32x32 .* gives 16x16"):
+        check_episode_shapes(cfg, build_sources(cfg.data, cfg.paths))
