@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 
@@ -71,3 +72,31 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["weights"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resumes_to_the_same_result(cli, cache_dir, tmp_path):
+    """A cluster's pre-emption notice (SIGTERM) loses nothing: the step in progress ends, last.pt
+    is written at that step (not the last multiple of ckpt_every), the exit status says so."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=200", "trainer.val_every=0",
+           "trainer.log_every=1", "eval.episodes=20",
+           "trainer.ckpt_every=1000")  # no periodic checkpoint before the end
+    cli(*run, f"hydra.run.dir={straight}")
+    command, env = metarun_command(cache_dir, *run, f"hydra.run.dir={stopped}")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while last_logged_step(stopped) < 60 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert not (stopped / "results.json").exists()
+    stopped_at = load_checkpoint(stopped / "checkpoints" / "last.pt")["step"]
+    assert 60 <= stopped_at < 200
+    assert f"stopped by SIGTERM at step {stopped_at}" in output and "trainer.resume=true" in output
+
+    cli(*run, f"hydra.run.dir={stopped}", "trainer.resume=true")
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(stopped / "checkpoints" / "last.pt")["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

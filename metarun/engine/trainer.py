@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -73,6 +76,7 @@ class Trainer:
         self.metric = sources["train"].metric
         self.higher_is_better = self.metric in HIGHER_IS_BETTER
         self.step, self.best, self.train_time = 0, None, 0.0
+        self.stop_signal: int | None = None  # SIGTERM / SIGINT received: stop after this step
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -102,7 +106,38 @@ class Trainer:
                           eval_shape(self.cfg), self.device, desc="validating", progress=val.progress)
         return float(primary(scores).mean())
 
+    def request_stop(self, signum: int, frame) -> None:
+        if self.stop_signal is not None:  # asked twice: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        log.warning(f"{signal.Signals(signum).name}: stopping after the step in progress, with a "
+                    "checkpoint (send it again to stop at once)")
+
+    @contextmanager
+    def stop_on_signals(self):
+        """SIGTERM (a cluster's pre-emption notice) and SIGINT (Ctrl-C) end training after the
+        step in progress, with ``last.pt`` written, so nothing is lost. Not under torchrun:
+        there one rank could stop a step before the others and leave them waiting."""
+        if self.ranks.active or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
     def fit(self) -> None:
+        with self.stop_on_signals():
+            self.train_loop()
+        if self.stop_signal is not None:
+            name = signal.Signals(self.stop_signal).name
+            log.warning(f"stopped by {name} at step {self.step}; {self.ckpt_dir / 'last.pt'} holds it. To "
+                        f"resume: the same command + hydra.run.dir={self.run_dir} trainer.resume=true")
+            raise SystemExit(128 + self.stop_signal)  # the status a shell reports for that signal
+
+    def train_loop(self) -> None:
         tcfg, shape = self.cfg.trainer, train_shape(self.cfg)
         main = self.ranks.is_main
         logger = RunLogger(self.run_dir, resume_step=self.step) if main else None
@@ -146,8 +181,10 @@ class Trainer:
                 if self.improved(value):
                     self.best = value
                     atomic_save(self.state(), self.ckpt_dir / "best.pt")
-            if self.step % tcfg.ckpt_every == 0 or last_step:
+            if self.step % tcfg.ckpt_every == 0 or last_step or self.stop_signal is not None:
                 atomic_save(self.state(), self.ckpt_dir / "last.pt")
+            if self.stop_signal is not None:
+                break
         bar.close()
         if main:
             logger.close()
