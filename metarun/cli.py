@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
 import sys
 import time
 import traceback
@@ -26,6 +24,7 @@ from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
+from metarun.engine.reproducibility import deterministic_gpu_kernels, seed_everything
 from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import mean_ci95, primary, scalar_name
 from metarun.engine.trainer import Trainer
@@ -39,19 +38,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed every generator; with ``deterministic``, also make GPU kernels repeat bit for bit
-    (cuDNN and cuBLAS otherwise pick algorithms whose sums change order from run to run), so a
-    resumed run ends where an uninterrupted one does on a GPU as on a CPU."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
-        torch.use_deterministic_algorithms(True, warn_only=True)  # warn where a kernel has no such mode
-        torch.backends.cudnn.benchmark = False
 
 
 def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_time: float,
@@ -146,7 +132,9 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
     if threads is not None:
         torch.set_num_threads(threads)
     log.info(f"device {device}, {torch.get_num_threads()} torch CPU thread(s)")
-    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    seed_everything(cfg.seed)
+    if cfg.trainer.deterministic and device.type == "cuda":
+        deterministic_gpu_kernels()
     sources = build_sources(cfg.data, cfg.paths)
     check_episode_shapes(cfg, sources)
     for source in sources.values():

@@ -2,6 +2,7 @@
 (a folder whose omniglot/ holds the upstream zips); .ci/run points it at ../shared/data."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +52,11 @@ def cli(cache_dir):
             raise AssertionError(f"metarun {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done
     return _run
+
+
+def short_protonet_run(cli, run_dir: Path, *overrides: str) -> dict:
+    """ProtoNet for 20 steps (3-way training, 2-way test episodes: chance 50%) on a data set given
+    by ``overrides``, usually small files in its real format; returns its results.json."""
+    cli("algo=protonet", *overrides, "data.ways=2", "algo.episode.ways=3", "trainer.max_steps=20",
+        "trainer.val_every=10", "trainer.val_episodes=5", "eval.episodes=20", f"hydra.run.dir={run_dir}")
+    return json.loads((run_dir / "results.json").read_text())

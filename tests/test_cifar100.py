@@ -3,13 +3,13 @@ published class splits, the archive and its extracted folder, the cache, and cle
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import tarfile
 
 import numpy as np
 import pytest
 
+from conftest import short_protonet_run
 from metarun.data import build_sources
 from metarun.data.cifar100 import ARCHIVE, ARCHIVE_MD5, CIFAR_FS_CLASSES, FC100_SUPERCLASSES, FOLDER
 from metarun.errors import DataError
@@ -109,10 +109,8 @@ def test_corrupt_or_wrong_files_are_named(make_cfg, tmp_path):
 
 def test_a_run_on_cifar_fs_files(cli, tmp_path):
     write_archive(tmp_path / "cifar")
-    cli("algo=protonet", "data=cifarfs", *TINY, f"data.root={tmp_path / 'cifar'}", "data.ways=2",
-        "data.queries=2", "algo.episode.ways=3", "algo.episode.queries=2", "trainer.max_steps=20",
-        "trainer.val_every=10", "trainer.val_episodes=5", "eval.episodes=20", f"hydra.run.dir={tmp_path / 'run'}")
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = short_protonet_run(cli, tmp_path / "run", "data=cifarfs", *TINY, f"data.root={tmp_path / 'cifar'}",
+                                 "data.queries=2", "algo.episode.queries=2")
     assert results["data"] == "cifarfs" and results["n_episodes"] == 20
     # each class is one flat grey level here, so 20 steps separate them (chance: 50%)
     assert results["mean"] > 0.8

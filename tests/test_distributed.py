@@ -10,7 +10,7 @@ import torch
 
 from conftest import metarun_command
 from metarun.algorithms import build_learner
-from metarun.cli import seed_everything
+from metarun.engine.reproducibility import seed_everything
 from metarun.engine.checkpoint import load_checkpoint
 
 # Second-order MAML on real Omniglot, a meta-batch of 4 tasks split 2 + 2. A few plain-SGD steps:
@@ -43,7 +43,7 @@ def test_two_processes_equal_one_process(make_cfg, cache_dir, tmp_path):
 
     a = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
-    seed_everything(0, deterministic=True)
+    seed_everything(0)
     initial = build_learner(make_cfg(*SHORT_OMNIGLOT_MAML), "image", (1, 28, 28), None).state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-5, msg=key)

@@ -3,7 +3,6 @@ tiny scale (3 / 2 / 2 classes of 6 images, 16x16): split logic, cache, errors, a
 from __future__ import annotations
 
 import csv
-import json
 import pickle
 import shutil
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import short_protonet_run
 from metarun.data import build_sources
 from metarun.errors import DataError
 
@@ -109,10 +109,8 @@ def test_malformed_files_are_named(make_cfg, tmp_path):
 
 def test_a_run_on_mini_imagenet_files(cli, tmp_path):
     write_pickle_layout(tmp_path / "mini")
-    cli("algo=protonet", *TINY, f"data.root={tmp_path / 'mini'}", "data.ways=2", "data.queries=3",
-        "algo.episode.ways=3", "algo.episode.queries=3", "trainer.max_steps=20", "trainer.val_every=10",
-        "trainer.val_episodes=5", "eval.episodes=20", f"hydra.run.dir={tmp_path / 'run'}")
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = short_protonet_run(cli, tmp_path / "run", *TINY, f"data.root={tmp_path / 'mini'}",
+                                 "data.queries=3", "algo.episode.queries=3")
     assert results["data"] == "miniimagenet" and results["n_episodes"] == 20
     # classes differ by mean colour here, so even 20 steps separate them (chance: 50%)
     assert results["mean"] > 0.8

@@ -3,13 +3,13 @@ label pickles): the splits, the cache, and messages that name the file."""
 from __future__ import annotations
 
 import io
-import json
 import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import short_protonet_run
 from metarun.data import build_sources
 from metarun.errors import DataError
 
@@ -95,10 +95,8 @@ def test_malformed_or_miscounted_files_are_named(make_cfg, tmp_path):
 
 def test_a_run_on_tiered_imagenet_files(cli, tmp_path):
     write_png_layout(tmp_path / "tiered")
-    cli("algo=protonet", *TINY, f"data.root={tmp_path / 'tiered'}", "data.ways=2", "data.queries=2",
-        "algo.episode.ways=3", "algo.episode.queries=2", "trainer.max_steps=20", "trainer.val_every=10",
-        "trainer.val_episodes=5", "eval.episodes=20", f"hydra.run.dir={tmp_path / 'run'}")
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = short_protonet_run(cli, tmp_path / "run", *TINY, f"data.root={tmp_path / 'tiered'}",
+                                 "data.queries=2", "algo.episode.queries=2")
     assert results["data"] == "tieredimagenet" and results["n_episodes"] == 20
     assert results["mean"] > 0.8  # classes are flat grey levels here (chance: 50%)
 

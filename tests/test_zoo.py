@@ -144,10 +144,13 @@ def test_optimisation_based_learners_learn_sinusoids(make_cfg, tmp_path, algo):
     # first-order MAML learns more slowly early on (about 52% here after 200 steps of 2 tasks)
     ("fomaml", ("algo.meta_batch=2",), 0.4),
     # pre-training batches of 64 images; untrained, the frozen backbone gives 20% (linear) and
-    # 40% (cosine) after fine-tuning; after 200 steps about 47% and 52%
-    ("baseline", ("algo.episode.ways=32",), 0.4), ("baselinepp", ("algo.episode.ways=32",), 0.45),
-    # SNAIL learns slowly at first: about 34% after 200 steps of 4 tasks, 44% after 600
-    ("snail", ("algo.meta_batch=4", "trainer.max_steps=300"), 0.3),
+    # 40% (cosine) after fine-tuning; after 200 steps about 47% and 52% (Baseline++: 47% on a CPU
+    # without AVX-512, whose kernels round differently, so it gets 300 steps: 56% on AVX-512)
+    ("baseline", ("algo.episode.ways=32",), 0.4),
+    ("baselinepp", ("algo.episode.ways=32", "trainer.max_steps=300"), 0.45),
+    # SNAIL learns slowly at first: after 300 steps of 4 tasks about 34% (AVX-512) or 32% (AVX2),
+    # 44% after 600; 450 keep the bound clear of 30% on both
+    ("snail", ("algo.meta_batch=4", "trainer.max_steps=450"), 0.3),
     # a 16-channel learner and 5 meta-LSTM steps keep it fast: 34% untrained, about 64% after 150 steps
     ("metalstm", ("backbone.channels=16", "algo.inner_steps=5", "algo.eval_inner_steps=5",
                   "algo.meta_batch=2", "trainer.max_steps=150"), 0.5),

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
-from metarun.data.download import fetch
+from metarun.data.download import OfficialArchive, locate_archive
 from metarun.data.episodes import FewShotImageSource
 from metarun.errors import DataError
 
 ARCHIVE = "cifar-100-python.tar.gz"
 ARCHIVE_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 FOLDER = "cifar-100-python"
+OFFICIAL = OfficialArchive("CIFAR-100", ARCHIVE, ARCHIVE_MD5, FOLDER, "meta", "METARUN_DATA_DIR/cifar100")
 MEMBERS = ("train", "test", "meta")
 ARRAY_KEYS = ("images", "fine_labels", "coarse_labels", "fine_names", "coarse_names")
 SPLITS = ("train", "val", "test")
@@ -44,28 +45,6 @@ CIFAR_FS_CLASSES = {
 # Oreshkin et al. 2018 (TADAM), FC100: coarse-label (super-class) indices of each split
 FC100_SUPERCLASSES = {"train": (1, 2, 3, 4, 5, 6, 9, 10, 15, 17, 18, 19), "val": (8, 11, 13, 16),
                       "test": (0, 7, 12, 14)}
-
-
-def missing_message(root: Path, download_url: str, reason: str) -> str:
-    return (f"CIFAR-100 {reason}. Put {ARCHIVE} (md5 {ARCHIVE_MD5}, from {download_url}/{ARCHIVE}), "
-            f"or the folder {FOLDER}/ extracted from it, into {root} (data.root; "
-            "METARUN_DATA_DIR/cifar100 by default).")
-
-
-def locate(root: Path, allow_download: bool, download_url: str) -> Path:
-    """The archive or extracted folder in ``root``; downloads the archive when allowed."""
-    folder, archive = root / FOLDER, root / ARCHIVE
-    if folder.is_dir():
-        return folder
-    if archive.is_file():
-        return archive
-    if not allow_download:
-        raise DataError(missing_message(root, download_url,
-                                        "not found, and data.source=local never downloads"))
-    try:
-        return fetch(f"{download_url}/{ARCHIVE}", archive, "md5", ARCHIVE_MD5)
-    except OSError as e:  # the network is down or the address is gone
-        raise DataError(missing_message(root, download_url, f"download failed: {e}")) from e
 
 
 def read_member(location: Path, member: str) -> dict:
@@ -125,7 +104,7 @@ def split_classes(arrays: dict[str, np.ndarray], name: str) -> dict[str, np.ndar
 
 def build_cifar100_split(data_cfg, paths_cfg) -> dict[str, FewShotImageSource]:
     root = Path(data_cfg.root).expanduser()
-    location = locate(root, data_cfg.source != "local", data_cfg.download_url)
+    location = locate_archive(root, OFFICIAL, data_cfg.source != "local", f"{data_cfg.download_url}/{ARCHIVE}")
     cache_dir = Path(paths_cfg.cache_dir).expanduser()
     cache = cache_dir / f"cifar100_{fingerprint(file_fingerprint(location))}.npz"
     arrays = cached_arrays(cache, ARRAY_KEYS, lambda: read_cifar100(location))

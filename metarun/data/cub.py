@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
-from metarun.data.download import fetch
+from metarun.data.download import OfficialArchive, locate_archive
 from metarun.data.episodes import FewShotImageSource
 from metarun.data.images import square_rgb
 from metarun.errors import DataError
@@ -27,27 +27,7 @@ ARCHIVE_MD5 = "97eceeb196236b17998738112f37df78"
 FOLDER = "CUB_200_2011"
 ARRAY_KEYS = ("images", "labels", "class_names")
 SPLIT_OF_REMAINDER = {0: "train", 2: "train", 1: "val", 3: "test"}  # class index % 4
-
-
-def missing_message(root: Path, download_url: str, reason: str) -> str:
-    return (f"CUB-200-2011 {reason}. Put {ARCHIVE} (md5 {ARCHIVE_MD5}, from {download_url}), or the "
-            f"folder {FOLDER}/ extracted from it, into {root} (data.root; METARUN_DATA_DIR/cub by "
-            "default).")
-
-
-def locate(root: Path, allow_download: bool, download_url: str) -> Path:
-    folder, archive = root / FOLDER, root / ARCHIVE
-    if (folder / "images").is_dir():
-        return folder
-    if archive.is_file():
-        return archive
-    if not allow_download:
-        raise DataError(missing_message(root, download_url,
-                                        "not found, and data.source=local never downloads"))
-    try:
-        return fetch(download_url, archive, "md5", ARCHIVE_MD5)
-    except OSError as e:
-        raise DataError(missing_message(root, download_url, f"download failed: {e}")) from e
+OFFICIAL = OfficialArchive("CUB-200-2011", ARCHIVE, ARCHIVE_MD5, FOLDER, "images", "METARUN_DATA_DIR/cub")
 
 
 def image_files(location: Path):
@@ -85,7 +65,7 @@ def read_cub(location: Path, image_size: int) -> dict[str, np.ndarray]:
 
 def build_cub(data_cfg, paths_cfg) -> dict[str, FewShotImageSource]:
     root = Path(data_cfg.root).expanduser()
-    location = locate(root, data_cfg.source != "local", data_cfg.download_url)
+    location = locate_archive(root, OFFICIAL, data_cfg.source != "local", data_cfg.download_url)
     key = fingerprint(str(data_cfg.image_size), file_fingerprint(location))
     cache = Path(paths_cfg.cache_dir).expanduser() / f"cub_{data_cfg.image_size}px_{key}.npz"
     arrays = cached_arrays(cache, ARRAY_KEYS, lambda: read_cub(location, data_cfg.image_size))

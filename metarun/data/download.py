@@ -5,6 +5,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -51,3 +52,37 @@ def fetch(url: str, dest: Path, algorithm: str, checksum: str) -> Path:
     return dest
 
 
+
+
+@dataclass(frozen=True)
+class OfficialArchive:
+    """A data set published as one archive, read as it is or as the folder it extracts to."""
+    title: str  # as users know it: "CIFAR-100"
+    name: str  # the archive's file name
+    md5: str
+    folder: str  # the folder the archive extracts to
+    marker: str  # a path inside ``folder`` that an extracted copy has
+    default_root: str  # where data.root points by default, for the message
+
+
+def locate_archive(root: Path, archive: OfficialArchive, allow_download: bool, url: str) -> Path:
+    """The extracted folder or the archive in ``root``; else the archive downloaded there (md5
+    checked) when allowed; else a ``DataError`` naming the file, its address and checksum, and
+    the folder to put it in."""
+    folder, path = root / archive.folder, root / archive.name
+    if (folder / archive.marker).exists():
+        return folder
+    if path.is_file():
+        return path
+
+    def missing(reason: str) -> DataError:
+        return DataError(f"{archive.title} {reason}. Put {archive.name} (md5 {archive.md5}, from {url}), "
+                         f"or the folder {archive.folder}/ extracted from it, into {root} (data.root; "
+                         f"{archive.default_root} by default).")
+
+    if not allow_download:
+        raise missing("not found, and data.source=local never downloads")
+    try:
+        return fetch(url, path, "md5", archive.md5)
+    except OSError as e:  # the network is down or the address is gone
+        raise missing(f"download failed: {e}") from e
