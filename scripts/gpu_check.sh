@@ -10,7 +10,11 @@
 #
 #   bash scripts/gpu_check.sh WORK_DIR SECONDS [LEARN2LEARN_SRC]
 #
-# Everything goes to WORK_DIR; the log is the report. Sizes can be shrunk for a dry run on a CPU:
+# Everything goes to WORK_DIR; the log is the report. On a machine whose Python has torch but not
+# hydra-core/omegaconf (a bare GPU image), copy hydra/, omegaconf/ and antlr4/ from a venv's
+# site-packages into a folder and put it on PYTHONPATH with the repository:
+#   PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1 bash scripts/gpu_check.sh /tmp/gc 480 .l2l/learn2learn-0.2.0/learn2learn
+# Sizes can be shrunk for a dry run on a CPU:
 #   DEVICE=cpu BENCH=0 ZOO_STEPS=2 EVAL_EPISODES=5 DET_STEPS=4 bash scripts/gpu_check.sh /tmp/dry 600
 set -u
 work=${1:?work dir}
