@@ -8,7 +8,7 @@ Two ways through the meta-batch, the same gradient (``algo.task_batching``):
 - loop: task by task, each task's graph freed before the next is built, so second-order MAML
   needs the memory of one task, not of the whole meta-batch; fastest on CPUs.
 - vmap: every task at once with ``torch.func.vmap`` (one batched pass instead of a Python loop
-  of small kernels); memory grows with the meta-batch; many times faster on GPUs.
+  of small kernels); memory grows with the meta-batch; 10x faster on an H200 (26.5 it/s).
 """
 from __future__ import annotations
 
