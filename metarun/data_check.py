@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_module
 
 from metarun.data import DATASETS, build_sources
 from metarun.data import cifar100, cub
-from metarun.data.download import file_digest
+from metarun.data.download import OfficialArchive, file_digest
 from metarun.data.lake_runs import ARCHIVE as RUNS_ARCHIVE
 from metarun.data.lake_runs import SHA256 as RUNS_SHA256
 from metarun.data.lake_runs import read_runs
@@ -59,21 +59,22 @@ def check_omniglot_files(root: Path) -> tuple[str, bool]:
     return f"Omniglot files in {root}\n\n" + table(header, rows), ok
 
 
-# data sets read from one official archive (or the folder extracted from it): the module naming it
-ARCHIVE_SOURCES = {"cifarfs": cifar100, "fc100": cifar100, "cub": cub}
+# data sets read from one official archive (or the folder extracted from it)
+ARCHIVE_SOURCES = {"cifarfs": cifar100.OFFICIAL, "fc100": cifar100.OFFICIAL, "cub": cub.OFFICIAL}
 
 
-def check_archive_files(root: Path, source) -> str:
-    """The archive's checksum (its structure and counts are checked by building the splits)."""
-    archive, folder = root / source.ARCHIVE, root / source.FOLDER
-    if folder.is_dir():
-        row = [f"{source.FOLDER}/", "present (extracted)", "", ""]
+def check_archive_files(root: Path, official: OfficialArchive) -> str:
+    """The archive's checksum (its structure and counts are checked by building the splits).
+    Says which copy a run would read, by the same rule as ``locate_archive``."""
+    archive, folder = root / official.name, root / official.folder
+    if (folder / official.marker).exists():
+        row = [f"{official.folder}/", "present (extracted)", "", ""]
     elif archive.is_file():
         digest = file_digest(archive, "md5")
-        row = [source.ARCHIVE, "present", digest,
-               "yes" if digest == source.ARCHIVE_MD5 else "no: re-packed or damaged; structure checked below"]
+        row = [official.name, "present", digest,
+               "yes" if digest == official.md5 else "no: re-packed or damaged; structure checked below"]
     else:
-        row = [source.ARCHIVE, "missing (data.source=auto downloads it)", "", ""]
+        row = [official.name, "missing (data.source=auto downloads it)", "", ""]
     return f"Files in {root}\n\n" + table(["file", "status", "md5", "upstream bytes"], [row])
 
 
