@@ -49,6 +49,19 @@ def test_algo_data_specialisation_applies_paper_values(make_cfg):
     assert (cfg.algo.inner_lr, cfg.algo.meta_batch, cfg.algo.eval_inner_steps) == (0.4, 32, 3)
 
 
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_passes_the_start_checks(make_cfg, experiment):
+    cfg = make_cfg(f"+experiment={experiment}")
+    validate_config(cfg)
+    check_episode_shapes(cfg, build_sources(cfg.data, cfg.paths))
+
+
+def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
+    cfg = make_cfg("+experiment=maml_omniglot_lake_20way")
+    assert (cfg.algo.name, cfg.data.split, cfg.data.ways, cfg.eval.protocol) == ("maml", "lake", 20, "lake_runs")
+    assert (cfg.algo.meta_batch, cfg.algo.inner_steps, cfg.algo.eval_inner_steps, cfg.algo.inner_lr) == (16, 5, 5, 0.1)
+
 @pytest.mark.parametrize("override, key", [
     ("data.shots=-1", "data.shots"),
     ("data.ways=0", "data.ways"),
