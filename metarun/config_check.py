@@ -51,7 +51,7 @@ ALGO_INTEGERS = {
 }
 ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")},
                 **{name: {"algo.task_batching": ("loop", "vmap", "auto")}
-                   for name in ("maml", "fomaml", "metasgd")}}
+                   for name in ("maml", "fomaml", "metasgd", "anil")}}
 
 
 def get(cfg, key: str):

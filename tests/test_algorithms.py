@@ -125,7 +125,17 @@ def test_maml_non_transductive_batch_norm_ignores_other_queries():
     assert not torch.allclose(shared[0], alone[0])
 
 
-@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd"])
+def test_auto_task_batching_vmaps_on_cuda_and_for_convolution_free_models():
+    from metarun.algorithms.inner_loop import vmap_over_tasks
+    from metarun.backbones.conv4 import Conv4
+    from metarun.backbones.mlp import MLP
+    mlp, cnn, cpu, cuda = MLP(1, [6]), Conv4(1, 8, 2, 2, 12, channels_last=False), torch.device("cpu"), torch.device("cuda")
+    assert vmap_over_tasks("auto", mlp, cpu) and not vmap_over_tasks("auto", cnn, cpu)
+    assert vmap_over_tasks("auto", cnn, cuda)
+    assert vmap_over_tasks("vmap", cnn, cpu) and not vmap_over_tasks("loop", mlp, cuda)
+
+
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd", "anil"])
 def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo):
     """algo.task_batching=vmap and =loop: the same meta-gradient, batch norm and 2 inner steps
     included (in float64, where the fused batch-norm kernel under vmap was 1.7e-2 off)."""

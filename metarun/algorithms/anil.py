@@ -5,17 +5,18 @@
     (body, head) <- (body, head) - beta * grad sum_i L_{T_i}^{query}(head_i'(f_body(x_query)))
 
 MAML with the inner loop restricted to the final linear layer: the body is meta-learned by the
-outer loop alone. Batch norm follows MAML (batch statistics; see ``batch_norm``).
+outer loop alone. Batch norm and ``algo.task_batching`` (task loop or ``torch.func.vmap``) follow
+MAML (see ``maml`` and ``batch_norm``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
-from metarun.algorithms.inner_loop import inner_sgd
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries, vectorised
+from metarun.algorithms.inner_loop import inner_sgd, vmap_over_tasks
 from metarun.tasks import Task, TaskBatch
 
 
@@ -31,13 +32,16 @@ class ANIL(MetaLearner):
         self.eval_inner_steps = cfg.eval_inner_steps
         self.transductive_bn = cfg.transductive_bn
         self.transductive = self.has_batchnorm and cfg.transductive_bn
+        self.task_batching = cfg.task_batching
 
     def adapt_head(self, support_features: torch.Tensor, support_y: torch.Tensor, steps: int,
-                   create_graph: bool) -> dict[str, torch.Tensor]:
+                   create_graph: bool, inside_vmap: bool = False) -> dict[str, torch.Tensor]:
         return inner_sgd(self.head, dict(self.head.named_parameters()), support_features, support_y,
-                         self.task_loss, self.inner_lr, steps, create_graph)
+                         self.task_loss, self.inner_lr, steps, create_graph, inside_vmap)
 
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        if vmap_over_tasks(self.task_batching, self.body, batch.support_x.device):
+            return self.meta_train_step_vmap(batch)
         per_task = []
         for task in batch:
             head = self.adapt_head(self.body(task.support_x), task.support_y, self.inner_steps,
@@ -46,6 +50,19 @@ class ANIL(MetaLearner):
             (self.task_loss(prediction, task.query_y) / len(batch)).backward()
             per_task.append(self.task_metrics(prediction.detach(), task.query_y))
         return mean_metrics(per_task)
+
+    def meta_train_step_vmap(self, batch: TaskBatch) -> dict[str, float]:
+        def adapt_and_predict_queries(support_x, support_y, query_x):
+            head = self.adapt_head(self.body(support_x), support_y, self.inner_steps,
+                                   create_graph=not self.first_order, inside_vmap=True)
+            return functional_call(self.head, head, (self.body(query_x),))
+
+        with vectorised(self.body):
+            predictions = vmap(adapt_and_predict_queries, randomness="different")(
+                batch.support_x, batch.support_y, batch.query_x)
+        predictions, targets = predictions.flatten(0, 1), batch.query_y.flatten(0, 1)
+        self.task_loss(predictions, targets).backward()  # the mean over tasks of equal-sized query sets
+        return self.task_metrics(predictions.detach(), targets)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         support_features = self.body(task.support_x).detach()
