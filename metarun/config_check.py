@@ -101,6 +101,12 @@ def validate_config(cfg) -> None:
             raise ConfigError("backbone.drop_block.size", cfg.backbone.drop_block.size, "an odd integer")
         if not 0 <= cfg.backbone.drop_block.rate < 1:
             raise ConfigError("backbone.drop_block.rate", cfg.backbone.drop_block.rate, "in [0, 1)")
+    if cfg.backbone.name == "wrn28":
+        check_integers(cfg, ("backbone.depth", "backbone.widen"), 1)
+        if cfg.backbone.depth < 10 or (cfg.backbone.depth - 4) % 6:
+            raise ConfigError("backbone.depth", cfg.backbone.depth, "6n + 4 for some n >= 1 (10, 16, 22, 28, 40, ...)")
+        if not 0 <= cfg.backbone.dropout < 1:
+            raise ConfigError("backbone.dropout", cfg.backbone.dropout, "in [0, 1)")
     check_integers(cfg, NON_NEGATIVE, 0)
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
@@ -139,6 +145,8 @@ def check_lake_runs(cfg) -> None:
 
 def smallest_image(backbone_cfg) -> int:
     """The smallest image side an image backbone takes: 2 ** (its 2x2 max-pools)."""
+    if backbone_cfg.name == "wrn28":
+        return 1  # strided convolutions with padding: any side stays >= 1
     if backbone_cfg.name == "conv4":
         return 2 ** min(backbone_cfg.blocks, backbone_cfg.pooled_blocks)
     return 2 ** len(backbone_cfg.channels)  # resnet12: one pool per block

@@ -56,3 +56,40 @@ def test_resnet12_with_drop_block_trains(make_cfg):
     x = torch.rand(6, 3, 32, 32)
     learner.task_loss(learner.backbone(x)[:, :3], torch.arange(3).repeat(2)).backward()
     assert int(drops[0].steps) == 1
+
+
+def test_wrn28_10_is_the_36_5m_parameter_network(make_cfg):
+    from torch import nn
+
+    from metarun.backbones.wrn import WideBlock
+    backbone = build_learner(make_cfg("backbone=wrn28", "algo=protonet"), "image", (3, 84, 84), None).backbone
+    # Zagoruyko & Komodakis 2016's WRN-28-10: 36.5M parameters, 36,479,194 with the 640 x 10
+    # classifier of CIFAR-10 that a feature extractor leaves out
+    assert sum(p.numel() for p in backbone.parameters()) == 36_479_194 - (640 * 10 + 10)
+    assert backbone.out_shape == (640, 21, 21) and backbone.out_features == 640
+    blocks = [m for m in backbone.modules() if isinstance(m, WideBlock)]
+    assert len(blocks) == 12  # (28 - 4) / 6 = 4 a group
+    assert [isinstance(b.shortcut, nn.Identity) for b in blocks[::4]] == [False, False, False]
+
+    cfg = make_cfg("backbone=wrn28", "algo=protonet", "backbone.depth=10", "backbone.widen=2",
+                   "backbone.dropout=0.3")
+    small = build_learner(cfg, "image", (3, 32, 32), None)
+    x = torch.rand(6, 3, 32, 32)
+    task = Task(x[:3], torch.arange(3), x[3:], torch.arange(3))
+    small.train()
+    torch.manual_seed(0)
+    assert not torch.equal(small.backbone(x), small.backbone(x))  # dropout in training
+    small.task_loss(small.backbone(x)[:, :3], torch.arange(3).repeat(2)).backward()
+    assert all(p.grad is not None for p in small.parameters())
+    small.eval()
+    assert torch.equal(small.adapt_and_predict(task), small.adapt_and_predict(task))
+
+
+def test_wrn_depth_must_be_6n_plus_4(make_cfg):
+    import pytest
+
+    from metarun.config_check import validate_config
+    from metarun.errors import ConfigError
+    with pytest.raises(ConfigError, match="6n \\+ 4") as error:
+        validate_config(make_cfg("backbone=wrn28", "backbone.depth=12"))
+    assert error.value.key == "backbone.depth"

@@ -7,10 +7,11 @@ from metarun.backbones.conv4 import Conv4
 from metarun.backbones.gru import GRUCore
 from metarun.backbones.mlp import MLP
 from metarun.backbones.resnet12 import ResNet12
+from metarun.backbones.wrn import WideResNet
 from metarun.errors import ConfigError
 
 # each backbone with the kinds of data it reads
-BACKBONES = {"conv4": ("image",), "resnet12": ("image",), "mlp": ("regression", "navigation"),
+BACKBONES = {"conv4": ("image",), "resnet12": ("image",), "wrn28": ("image",), "mlp": ("regression", "navigation"),
              "gru": ("bandit",)}
 
 
@@ -24,6 +25,9 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
                         global_pool=cfg.global_pool, image_size=input_shape[-1],
                         drop_rate=cfg.drop_block.rate, drop_block_size=cfg.drop_block.size,
                         drop_anneal_steps=cfg.drop_block.anneal_steps)
+    if cfg.name == "wrn28":
+        return WideResNet(in_channels=input_shape[0], depth=cfg.depth, widen=cfg.widen, dropout=cfg.dropout,
+                          image_size=input_shape[-1])
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
     if cfg.name == "gru":
