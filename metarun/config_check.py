@@ -20,7 +20,7 @@ CHOICES = {
     "device.name": ("auto", "cpu", "cuda"),
     "eval.checkpoint": ("best", "last"),
     "eval.protocol": ("episodes", "lake_runs"),
-    "trainer.precision": ("fp32", "bf16"),
+    "trainer.precision": ("fp32", "bf16", "auto"),
 }
 OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
                     "data.source": ("auto", "embedded", "local", "download")}

@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_module
 from metarun.algorithms import build_learner
 from metarun.data import build_sources
 from metarun.data.omniglot import load_cached, load_embedded
-from metarun.engine.trainer import autocast_for, build_optimizer
+from metarun.engine.precision import autocast_for, resolve_precision
+from metarun.engine.trainer import build_optimizer
 
 
 def timed(fn, repeat: int, device: torch.device = torch.device("cpu")) -> float:
@@ -59,19 +60,20 @@ def bench_training(algo_overrides: list[str], label: str, repeat: int, device: t
     optimizer = build_optimizer(learner, cfg.algo.optimizer)
     generator = torch.Generator().manual_seed(0)
     episode = cfg.algo.episode
+    precision = resolve_precision(cfg.trainer.precision, device)
 
     def step():
         batch = sources["train"].sample(generator, cfg.algo.meta_batch, episode.ways, episode.shots,
                                         episode.queries)
         optimizer.zero_grad()
-        with autocast_for(cfg.trainer.precision, device):
+        with autocast_for(precision, device):
             learner.meta_train_step(batch)
         optimizer.step()
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     per = timed(step, repeat, device)
-    label += ", bf16 autocast" if cfg.trainer.precision == "bf16" else ""
+    label += ", bf16 autocast" if precision == "bf16" else ""
     episode = f"{episode.ways}-way {episode.shots}-shot {episode.queries} queries"
     memory = (f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
               if device.type == "cuda" else "")
