@@ -10,7 +10,10 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad
+from torch.func import functional_call, grad, vmap
+
+from metarun.algorithms.batch_norm import vectorised
+from metarun.tasks import TaskBatch
 
 Params = dict[str, torch.Tensor]
 
@@ -56,3 +59,17 @@ def vmap_over_tasks(task_batching: str, model: nn.Module, device: torch.device) 
         return device.type == "cuda" or not any(
             isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
     return task_batching == "vmap"
+
+
+def backward_vmapped(learner, model: nn.Module, adapt_and_predict_queries: Callable,
+                     batch: TaskBatch) -> dict[str, float]:
+    """Back-propagate the meta-batch's query loss with every task adapted at once:
+    ``adapt_and_predict_queries(support_x, support_y, query_x)`` is one task's inner loop and
+    query predictions, vmapped over the tasks while ``model`` runs in its vmap form."""
+    with vectorised(model):
+        # randomness="different": each task its own random draws (DropBlock, dropout), as in the loop
+        predictions = vmap(adapt_and_predict_queries, randomness="different")(
+            batch.support_x, batch.support_y, batch.query_x)
+    predictions, targets = predictions.flatten(0, 1), batch.query_y.flatten(0, 1)
+    learner.task_loss(predictions, targets).backward()  # the mean over tasks of equal-sized query sets
+    return learner.task_metrics(predictions.detach(), targets)

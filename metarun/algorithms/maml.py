@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from metarun.algorithms.base import MetaLearner, mean_metrics
-from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries, vectorised
-from metarun.algorithms.inner_loop import inner_sgd, vmap_over_tasks
+from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
+from metarun.algorithms.inner_loop import backward_vmapped, inner_sgd, vmap_over_tasks
 from metarun.tasks import Task, TaskBatch
 
 
@@ -67,13 +67,7 @@ class MAML(MetaLearner):
                              self.inner_steps, create_graph=not self.first_order, inside_vmap=True)
             return functional_call(self.model, fast, (query_x,))
 
-        with vectorised(self.model):
-            # randomness="different": each task its own random draws (DropBlock), as in the loop
-            predictions = vmap(adapt_and_predict_queries, randomness="different")(
-                batch.support_x, batch.support_y, batch.query_x)
-        predictions, targets = predictions.flatten(0, 1), batch.query_y.flatten(0, 1)
-        self.task_loss(predictions, targets).backward()  # the mean over tasks of equal-sized query sets
-        return self.task_metrics(predictions.detach(), targets)
+        return backward_vmapped(self, self.model, adapt_and_predict_queries, batch)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         with torch.enable_grad():
