@@ -19,7 +19,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
 from metarun.data.download import OfficialArchive, locate_archive
@@ -119,6 +118,5 @@ def build_cifar100_split(data_cfg, paths_cfg) -> dict[str, FewShotImageSource]:
         if (counts != data_cfg.images_per_class).any():
             raise DataError(f"{location}: expected {data_cfg.images_per_class} images per class "
                             f"(data.images_per_class); found {counts.min()} to {counts.max()}")
-        images = torch.from_numpy(arrays["images"][keep]).permute(0, 3, 1, 2).contiguous()  # N, 3, 32, 32
-        sources[split] = FewShotImageSource.from_labels(images, torch.from_numpy(labels))
+        sources[split] = FewShotImageSource.from_nhwc(arrays["images"][keep], labels)
     return sources

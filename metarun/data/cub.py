@@ -12,7 +12,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -79,6 +78,5 @@ def build_cub(data_cfg, paths_cfg) -> dict[str, FewShotImageSource]:
         classes = np.flatnonzero(split_of_class == split)
         keep = np.isin(arrays["labels"], classes)
         labels = np.searchsorted(classes, arrays["labels"][keep])
-        images = torch.from_numpy(arrays["images"][keep]).permute(0, 3, 1, 2).contiguous()
-        sources[split] = FewShotImageSource.from_labels(images, torch.from_numpy(labels))
+        sources[split] = FewShotImageSource.from_nhwc(arrays["images"][keep], labels)
     return sources

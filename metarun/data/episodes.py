@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from metarun.data.augment import Augmentation
@@ -86,11 +87,13 @@ class FewShotImageSource(EpisodeSource):
         return (x - mean) / std
 
     @classmethod
-    def from_labels(cls, images: torch.Tensor, labels: torch.Tensor) -> "FewShotImageSource":
-        """A source whose class c holds the images labelled c (labels 0..C-1)."""
+    def from_nhwc(cls, images: np.ndarray, labels: np.ndarray) -> "FewShotImageSource":
+        """A source of uint8 images [N, H, W, C] (the layout of image files and the published
+        pickles) whose class c holds the images labelled c (labels 0..C-1)."""
+        labels = torch.from_numpy(labels)
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels).tolist()
-        return cls(images, list(order.split(counts)))
+        return cls(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), list(order.split(counts)))
 
     @property
     def n_classes(self) -> int:

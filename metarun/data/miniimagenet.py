@@ -20,7 +20,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -131,6 +130,5 @@ def build_miniimagenet(data_cfg, paths_cfg) -> dict[str, FewShotImageSource]:
     sources = {}
     for split in SPLITS:
         arrays = load_split(data_cfg, root, cache_dir, kind, split)
-        images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous()  # N, 3, S, S
-        sources[split] = FewShotImageSource.from_labels(images, torch.from_numpy(arrays["labels"]))
+        sources[split] = FewShotImageSource.from_nhwc(arrays["images"], arrays["labels"])
     return sources

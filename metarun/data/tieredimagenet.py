@@ -22,7 +22,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -122,6 +121,5 @@ def build_tieredimagenet(data_cfg, paths_cfg) -> dict[str, FewShotImageSource]:
                 f"and {expected[1]} images (data.classes, data.images; Ren et al.'s split); "
                 f"{split}_labels.pkl has {found[0]} classes ({labels.min()}..{labels.max()}) and "
                 f"{found[1]} labels, {image_file(root, split).name} {len(images)} images")
-        pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # N, 3, S, S
-        sources[split] = FewShotImageSource.from_labels(pixels, torch.from_numpy(labels))
+        sources[split] = FewShotImageSource.from_nhwc(images, labels)
     return sources
