@@ -26,3 +26,8 @@ def test_unknown_precision_names_the_key():
     with pytest.raises(ConfigError) as error:
         resolve_precision("fp16", torch.device("cpu"))
     assert error.value.key == "trainer.precision"
+
+
+def test_auto_precision_is_fp32_where_torch_lists_no_cpu_features(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"

@@ -14,8 +14,13 @@ from metarun.errors import ConfigError
 
 
 def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX-BF16)."""
-    capabilities = torch.cpu.get_capabilities()
+    """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX-BF16). Older torch versions
+    do not list CPU features (no ``torch.cpu.get_capabilities``): no, then, as fp32 is never the
+    slow choice."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:
+        return False
+    capabilities = get_capabilities()
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
