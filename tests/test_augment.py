@@ -15,8 +15,8 @@ def image_settings(normalize: bool, flip: bool, crop_padding: int):
 
 def random_source(seed: int, classes: int = 6, per_class: int = 4) -> FewShotImageSource:
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (classes * per_class, 3, 8, 8), generator=generator, dtype=torch.uint8)
-    return FewShotImageSource.from_labels(images, torch.arange(classes).repeat_interleave(per_class))
+    images = torch.randint(0, 256, (classes * per_class, 8, 8, 3), generator=generator, dtype=torch.uint8)
+    return FewShotImageSource.from_nhwc(images.numpy(), torch.arange(classes).repeat_interleave(per_class).numpy())
 
 
 def test_flips_mirror_some_images_and_leave_the_others():
