@@ -147,7 +147,8 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
         if not ranks.is_main:
             return None
         checkpoint = Path(cfg.trainer.ckpt_path)
-        trained = load_checkpoint(checkpoint)["config"]
+        state = load_checkpoint(checkpoint)
+        trained = state["config"]
         for group in ("algo", "backbone"):
             if trained[group]["name"] != cfg[group].name:
                 raise ConfigError(group, cfg[group].name, f"{trained[group]['name']}, the {group} "
@@ -156,7 +157,7 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
             raise ConfigError("eval", "lake_runs", f"a checkpoint trained with data.split=lake; "
                               f"{checkpoint} was trained on the {trained['data'].get('split')} split, "
                               "which includes characters of the runs' evaluation alphabets")
-        results = test(cfg, learner, sources, device, run_dir, checkpoint, train_time=0.0)
+        results = test(cfg, learner, sources, device, run_dir, checkpoint, train_time=state["train_time"])
         log.info(describe(results))
         return results
 

@@ -48,7 +48,11 @@ def test_run_writes_everything_and_eval_mode_reproduces_the_test_score(cli, tmp_
     again = cli("mode=eval", "algo=protonet", f"trainer.ckpt_path={run_dir / 'checkpoints' / 'best.pt'}",
                 "eval.episodes=50", f"paths.output_dir={tmp_path / 'eval'}")
     (eval_dir,) = (tmp_path / "eval").glob("*/*")
-    assert json.loads((eval_dir / "results.json").read_text())["mean"] == results["mean"]
+    evaluated = json.loads((eval_dir / "results.json").read_text())
+    assert evaluated["mean"] == results["mean"]
+    # the training time that the checkpoint holds, not the 0 s of this process
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert evaluated["wall_time_s"] == best["train_time"] > 0
     assert "test accuracy" in again.stdout
 
     wrong = cli("mode=eval", "algo=maml", f"trainer.ckpt_path={run_dir / 'checkpoints' / 'best.pt'}",
