@@ -127,7 +127,8 @@ def unadapted_mse(learner, source, n_episodes: int, seed: int) -> float:
 def test_optimisation_based_learners_learn_sinusoids(make_cfg, tmp_path, algo):
     """Adapting on 5 points of a held-out sinusoid cuts the meta-learned model's error by far
     (and ends below the 2.2-2.4 of pre-training on all tasks, Finn et al. 2017)."""
-    cfg = make_cfg(f"algo={algo}", "data=sinusoid", "backbone=mlp", "trainer.max_steps=1000",
+    # 2,000 vmapped updates (11-15 s a test); after 1,000, ANIL's bound held by 0.14 only (1.70 < 1.84)
+    cfg = make_cfg(f"algo={algo}", "data=sinusoid", "backbone=mlp", "trainer.max_steps=2000",
                    "trainer.val_every=0", "eval.episodes=200")
     results = run(cfg, tmp_path)
     assert results["metric"] == "mse" and results["algo"] == algo
