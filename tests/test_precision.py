@@ -31,3 +31,11 @@ def test_unknown_precision_names_the_key():
 def test_auto_precision_is_fp32_where_torch_lists_no_cpu_features(monkeypatch):
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+def test_autocast_for_casts_only_in_bf16():
+    from metarun.engine.precision import autocast_for
+    x = torch.rand(4, 4)
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        with autocast_for(precision, torch.device("cpu")):
+            assert (x @ x).dtype == dtype

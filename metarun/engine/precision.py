@@ -34,9 +34,5 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast_for(precision: str, device: torch.device):
-    """The autocast context of a meta-training step in ``precision`` (fp32 or bf16)."""
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ConfigError("trainer.precision", precision, "one of fp32, bf16")
+    """The autocast context of a meta-training step in ``precision`` (resolved: fp32 or bf16)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
