@@ -22,6 +22,7 @@ from metarun.data import build_sources, eval_shape
 from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
+from metarun.engine.host_memory import cache_host_memory
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
 from metarun.engine.reproducibility import deterministic_gpu_kernels, seed_everything
@@ -131,7 +132,9 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
     threads = threads_per_run(cfg.device.threads, launcher_cfg, distributed.local_processes())
     if threads is not None:
         torch.set_num_threads(threads)
-    log.info(f"device {device}, {torch.get_num_threads()} torch CPU thread(s)")
+    cached = cache_host_memory(cfg.device.cache_host_memory)
+    log.info(f"device {device}, {torch.get_num_threads()} torch CPU thread(s), "
+             f"host memory cache {'on' if cached else 'off'}")
     seed_everything(cfg.seed)
     if cfg.trainer.deterministic and device.type == "cuda":
         deterministic_gpu_kernels()

@@ -123,6 +123,8 @@ def validate_config(cfg) -> None:
     threads = cfg.device.threads
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError("device.threads", threads, "auto or a positive integer")
+    if not isinstance(cfg.device.cache_host_memory, bool):
+        raise ConfigError("device.cache_host_memory", cfg.device.cache_host_memory, "true or false")
     if cfg.device.name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda", "auto or cpu: no CUDA device is visible to torch here")
     if cfg.eval.protocol == "lake_runs":

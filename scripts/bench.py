@@ -3,6 +3,7 @@
     python scripts/bench.py                       # embedded 28x28 Omniglot
     python scripts/bench.py --device cuda         # on a GPU (adds Meta-LSTM, SNAIL, peak memory)
     METARUN_DATA_DIR=... python scripts/bench.py --local   # also time the decoded-file cache
+    python scripts/bench.py --no-host-memory-cache  # glibc's default malloc (device.cache_host_memory=false)
 
 Prints one line per figure; the README's benchmark table is copied from its output.
 """
@@ -20,6 +21,7 @@ from hydra import compose, initialize_config_module
 from metarun.algorithms import build_learner
 from metarun.data import build_sources
 from metarun.data.omniglot import load_cached, load_embedded
+from metarun.engine.host_memory import cache_host_memory
 from metarun.engine.precision import autocast_for, resolve_precision
 from metarun.engine.trainer import build_optimizer
 
@@ -85,10 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--local", action="store_true", help="also time the cache of decoded files")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--no-host-memory-cache", action="store_true",
+                        help="as device.cache_host_memory=false: glibc's default malloc thresholds")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}")
+    cached = cache_host_memory(config().device.cache_host_memory and not args.no_host_memory_cache)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}, "
+          f"host memory cache {'on' if cached else 'off'}")
     started = time.perf_counter()
     load_embedded()
     print(f"embedded 28x28 Omniglot load (sha256 check + decompress): {time.perf_counter() - started:.2f} s")

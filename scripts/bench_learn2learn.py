@@ -24,6 +24,7 @@ from torch import nn
 from bench import config, timed
 from metarun.algorithms import build_learner
 from metarun.data import build_sources
+from metarun.engine.host_memory import cache_host_memory
 from metarun.engine.trainer import build_optimizer
 
 
@@ -48,6 +49,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     cfg = config("algo=maml")
+    cache_host_memory(cfg.device.cache_host_memory)  # one process: the same allocator for both
     sources = build_sources(cfg.data, cfg.paths)
     sources["train"].to(device)
     image_shape = sources["train"].image_shape

@@ -69,6 +69,7 @@ def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
     ("data.split=random", "data.split"),
     ("eval.checkpoint=newest", "eval.checkpoint"),
     ("algo.episode.ways=20", "algo.episode.ways"),  # MAML trains and tests with the same ways
+    ("device.cache_host_memory=sometimes", "device.cache_host_memory"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as error:
