@@ -41,10 +41,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, train_time: float,
+def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, state: dict, train_time: float,
          val_best: float | None = None) -> dict:
-    """Score the learner on the fixed test episodes; write results.json and the per-episode scores."""
-    state = load_checkpoint(checkpoint)
+    """Score the learner with the parameters of ``state`` (loaded from ``checkpoint``) on the
+    fixed test episodes; write results.json and the per-episode scores."""
     learner.load_state_dict(state["model"])
     data = cfg.data
     started = time.perf_counter()
@@ -160,7 +160,7 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
             raise ConfigError("eval", "lake_runs", f"a checkpoint trained with data.split=lake; "
                               f"{checkpoint} was trained on the {trained['data'].get('split')} split, "
                               "which includes characters of the runs' evaluation alphabets")
-        results = test(cfg, learner, sources, device, run_dir, checkpoint, train_time=state["train_time"])
+        results = test(cfg, learner, sources, device, run_dir, checkpoint, state, train_time=state["train_time"])
         log.info(describe(results))
         return results
 
@@ -187,7 +187,8 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
         return None
     best = run_dir / "checkpoints" / "best.pt"
     checkpoint = best if cfg.eval.checkpoint == "best" and best.exists() else last
-    results = test(cfg, learner, sources, device, run_dir, checkpoint, trainer.train_time, trainer.best)
+    results = test(cfg, learner, sources, device, run_dir, checkpoint, load_checkpoint(checkpoint),
+                   trainer.train_time, trainer.best)
     log.info(describe(results))
     return results
 
