@@ -1,16 +1,13 @@
 """device.cache_host_memory: large blocks stay in the process instead of being mapped afresh."""
-import platform
 import subprocess
 import sys
 
 import pytest
 
-from metarun.engine.host_memory import cache_host_memory
+from metarun.engine.host_memory import cache_host_memory, glibc_version
 
-LIBC, LIBC_VERSION = platform.libc_ver()
 # the probe reads mallinfo2, which glibc has since 2.33
-MALLINFO2 = (platform.system() == "Linux" and LIBC == "glibc"
-             and tuple(int(part) for part in LIBC_VERSION.split(".")[:2]) >= (2, 33))
+MALLINFO2 = (glibc_version() or (0, 0)) >= (2, 33)
 
 # mapped bytes (mallinfo2's hblkhd) while a 64 MiB tensor is alive, before and after the cache
 # is switched on; in a fresh interpreter, as the setting is process-wide

@@ -22,10 +22,19 @@ M_MMAP_THRESHOLD = -3
 LARGEST = 2**31 - 1
 
 
+def glibc_version() -> tuple[int, int] | None:
+    """(major, minor) of the glibc this Python runs on; None on other C libraries (macOS's,
+    musl's), whose allocators keep their own policies."""
+    libc, version = platform.libc_ver()
+    if platform.system() != "Linux" or libc != "glibc":
+        return None
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
 def cache_host_memory(enabled: bool) -> bool:
-    """Raise glibc's mmap and trim thresholds when ``enabled``; whether they were raised (not
-    on other C libraries, e.g. macOS's or musl's, whose allocators keep their own policies)."""
-    if not enabled or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    """Raise glibc's mmap and trim thresholds when ``enabled``; whether they were raised."""
+    if not enabled or glibc_version() is None:
         return False
     libc = ctypes.CDLL(None)
     return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGEST)) and bool(libc.mallopt(M_TRIM_THRESHOLD, LARGEST))
