@@ -41,6 +41,7 @@ ALGO_INTEGERS = {
     **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
        for name in ("maml", "fomaml", "anil", "metasgd")},
     "snail": (("algo.tc_filters", 1),),
+    "mann": (("algo.hidden", 1), ("algo.slots", 1), ("algo.slot_size", 1), ("algo.read_heads", 1)),
     "metalstm": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.hidden", 1)),
     "reptile": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.inner_batch", 1),
                 ("algo.eval_inner_batch", 1)),
@@ -111,6 +112,8 @@ def validate_config(cfg) -> None:
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
+    if cfg.algo.name == "mann":
+        check_mann(cfg.algo)
     if cfg.algo.name in FIXED_WAYS and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
         raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
                           f"equal to data.ways ({cfg.data.ways}): algo={cfg.algo.name} has one output "
@@ -131,6 +134,14 @@ def validate_config(cfg) -> None:
         check_lake_runs(cfg)
     if cfg.mode == "eval" and not cfg.trainer.ckpt_path:
         raise ConfigError("trainer.ckpt_path", None, "the checkpoint to evaluate when mode=eval")
+
+
+def check_mann(algo) -> None:
+    if algo.read_heads > algo.slots:
+        raise ConfigError("algo.read_heads", algo.read_heads, f"at most algo.slots ({algo.slots}): "
+                          "each head writes into a least-used slot of its own")
+    if not 0 <= algo.usage_decay <= 1:
+        raise ConfigError("algo.usage_decay", algo.usage_decay, "in [0, 1]")
 
 
 def check_lake_runs(cfg) -> None:

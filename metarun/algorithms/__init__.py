@@ -5,6 +5,7 @@ from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import MetaLearner
 from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.maml import MAML
+from metarun.algorithms.mann import MANN
 from metarun.algorithms.maml_rl import MAMLPolicyGradient
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.metalstm import MetaLSTM
@@ -24,7 +25,7 @@ METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationne
 # pre-train a classifier over the base classes, fine-tune a new one per test task: images only
 TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
 # read a task as a sequence of labelled examples (memory-based): one output unit per way
-SEQUENCE_LEARNERS = {"snail": SNAIL}
+SEQUENCE_LEARNERS = {"snail": SNAIL, "mann": MANN}
 # a learned optimiser updates a classifier with one output per way: images only
 OPTIMISER_LEARNERS = {"metalstm": MetaLSTM}
 # a recurrent policy that learns within a trial of a meta-RL task family
@@ -67,8 +68,10 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
     if name in OPTIMISER_LEARNERS:
         return MetaLSTM(backbone, cfg.data.ways, cfg.algo)
-    if name in SEQUENCE_LEARNERS:
+    if name == "snail":
         return SNAIL(backbone, cfg.data.ways, cfg.data.shots, cfg.algo)
+    if name == "mann":
+        return MANN(backbone, cfg.data.ways, cfg.algo)
     if name in TRANSFER_LEARNERS:
         return Baseline(backbone, n_train_classes, cfg.algo)
     if name == "protonet":
