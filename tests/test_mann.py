@@ -11,7 +11,6 @@ from metarun.algorithms.mann import LRUAMemory
 from metarun.config_check import validate_config
 from metarun.data import build_sources
 from metarun.errors import ConfigError
-from metarun.tasks import Task
 
 
 def memory_with_keys(keys: torch.Tensor, slots: int, decay: float = 0.95) -> LRUAMemory:
@@ -60,20 +59,6 @@ def test_an_empty_memory_fills_in_order_before_any_slot_is_reused():
         assert written == [2 * step, 2 * step + 1]
         state = memory(torch.zeros(1, 1), state)
     assert bool((state["memory"].abs().sum(-1) > 0).all())  # all six slots hold a key
-
-
-def test_mann_predicts_each_query_from_the_support_set_alone(make_cfg):
-    cfg = make_cfg("algo=mann", "backbone.channels=8")
-    learner = build_learner(cfg, "image", (1, 28, 28), None).eval()
-    task = next(iter(build_sources(cfg.data, cfg.paths)["test"].fixed_episodes(1, 0, "test", 5, 1, 3)))
-    with torch.no_grad():
-        everything = learner.adapt_and_predict(task)
-        first_three = learner.adapt_and_predict(Task(task.support_x, task.support_y, task.query_x[:3],
-                                                     task.query_y[:3]))
-        again = learner.adapt_and_predict(task)
-    assert everything.shape == (15, 5)
-    torch.testing.assert_close(first_three, everything[:3])
-    assert torch.equal(everything, again)  # the test-time support order is fixed
 
 
 def test_mann_meta_gradient_reaches_every_parameter(make_cfg):

@@ -233,16 +233,19 @@ def test_snail_blocks_equal_full_causal_sequences():
     torch.testing.assert_close(out_last, expected[:, 6])
 
 
-def test_snail_predicts_each_query_from_the_support_set_alone(make_cfg):
-    cfg = make_cfg("algo=snail")
+@pytest.mark.parametrize("algo", ["snail", "mann"])
+def test_sequence_learners_predict_each_query_from_the_support_set_alone(make_cfg, algo):
+    cfg = make_cfg(f"algo={algo}", "backbone.channels=8")
     learner = build_learner(cfg, "image", (1, 28, 28), None).eval()
     task = next(iter(build_sources(cfg.data, cfg.paths)["test"].fixed_episodes(1, 0, "test", 5, 1, 3)))
     with torch.no_grad():
         everything = learner.adapt_and_predict(task)
         first_three = learner.adapt_and_predict(Task(task.support_x, task.support_y, task.query_x[:3],
                                                      task.query_y[:3]))
+        again = learner.adapt_and_predict(task)
     assert everything.shape == (15, 5)
     torch.testing.assert_close(first_three, everything[:3])
+    assert torch.equal(everything, again)  # the test-time support order is fixed
 
 
 def test_metalstm_cell_update_is_a_gradient_step_and_gates_are_learned(make_cfg):
