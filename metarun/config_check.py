@@ -142,6 +142,9 @@ def check_mann(algo) -> None:
                           "each head writes into a least-used slot of its own")
     if not 0 <= algo.usage_decay <= 1:
         raise ConfigError("algo.usage_decay", algo.usage_decay, "in [0, 1]")
+    for key in ("normalize_embedding", "support_loss", "key_strength"):
+        if not isinstance(algo[key], bool):
+            raise ConfigError(f"algo.{key}", algo[key], "true or false")
 
 
 def check_lake_runs(cfg) -> None:

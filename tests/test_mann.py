@@ -73,8 +73,8 @@ def test_mann_meta_gradient_reaches_every_parameter(make_cfg):
 def test_mann_learns_to_bind_labels_in_memory():
     """5-way 1-shot tasks with fresh Gaussian class prototypes each time (perfect features, so
     what must be learned is the memory's binding of examples to late labels). A small MANN
-    (64 LSTM units, 16 slots of 16, one head; Adam 1e-2) reaches 68-72% on held-out tasks after
-    1,000 updates of 16 tasks in three seeds; it sits near chance for the first few hundred."""
+    (64 LSTM units, 16 slots of 16, one head; Adam 1e-2) reaches 68-70% on held-out tasks after
+    1,000 updates of 16 tasks in two seeds; it sits near chance for the first few hundred."""
     torch.manual_seed(0)
     learner = build_mann(32, 5, ["hidden=64", "slots=16", "slot_size=16", "read_heads=1"])
     shape = dict(ways=5, shots=1, queries=3, dim=32, noise=0.3)
@@ -89,6 +89,7 @@ def test_mann_learns_to_bind_labels_in_memory():
     ("algo.usage_decay=1.5", "algo.usage_decay"),
     ("algo.slots=0", "algo.slots"),
     ("algo.episode.ways=20", "algo.episode.ways"),
+    ("algo.normalize_embedding=yes", "algo.normalize_embedding"),
 ])
 def test_mann_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as error:
