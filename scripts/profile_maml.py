@@ -1,12 +1,10 @@
-"""Where a second-order MAML meta-iteration spends its time on this machine, and how close its
-convolutions run to the machine's arithmetic speed.
+"""Where a second-order MAML meta-iteration spends its time on this machine.
 
     python scripts/profile_maml.py                     # paper settings: 5-way 1-shot, 15 queries, meta-batch 32
     python scripts/profile_maml.py algo.task_batching=vmap --threads 1
 
-Prints the operators by their own time, the floating-point work that the profiler counts
-(convolutions and matrix products, forward and backward), and that work per second: the
-fraction of a meta-iteration that is arithmetic-bound, and what is left for everything else.
+Prints the operators by their own time, the shares of convolutions, batch norm, max-pool and
+the memory-bound rest, and the convolutions' forward work (the profiler counts no backward work).
 """
 from __future__ import annotations
 
@@ -20,6 +18,11 @@ from torch.profiler import ProfilerActivity, profile
 from metarun.algorithms import build_learner
 from metarun.data import build_sources
 from metarun.engine.host_memory import cache_host_memory
+
+# operators' own time grouped by what they compute (substrings of the aten operator names)
+CATEGORIES = {"convolution": ("convolution",), "batch norm": ("batch_norm", "BatchNorm"),
+              "max-pool": ("max_pool",), "fill / sum / copy": ("fill_", "aten::sum", "copy_", "zero_"),
+              "other": ()}
 
 
 def main() -> None:
@@ -49,15 +52,16 @@ def main() -> None:
         seconds = (time.perf_counter() - started) / args.iterations
     events = prof.key_averages()
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
-    flops = sum(e.flops for e in events) / args.iterations
-    # self time of the operators whose work the profiler counts (the convolutions and products)
-    counted = sum(e.self_cpu_time_total for e in events if e.flops) / 1e6 / args.iterations
-    print(f"meta-iteration: {seconds:.3f} s ({1 / seconds:.3f} it/s; profiler overhead included), "
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = dict.fromkeys(CATEGORIES, 0.0)
+    for e in events:
+        category = next((c for c, words in CATEGORIES.items() if any(w in e.key for w in words)), "other")
+        shares[category] += e.self_cpu_time_total / total
+    print(f"meta-iteration: {seconds:.3f} s ({1 / seconds:.3f} it/s with the profiler's overhead), "
           f"{args.threads} thread(s)")
-    print(f"counted arithmetic: {flops / 1e9:.1f} GFLOP a meta-iteration, "
-          f"{flops / 1e9 / seconds:.1f} GFLOP/s over the whole iteration")
-    print(f"operators with counted FLOPs: {counted:.3f} s self time ({flops / 1e9 / max(counted, 1e-9):.1f} GFLOP/s "
-          f"while in them), the rest {seconds - counted:.3f} s")
+    print("own time by kind: " + ", ".join(f"{c} {100 * share:.0f}%" for c, share in shares.items()))
+    forward = sum(e.flops for e in events if "conv" in e.key) / args.iterations
+    print(f"convolution forward work counted by the profiler: {forward / 1e9:.1f} GFLOP a meta-iteration")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,23 @@ def test_wrn_depth_must_be_6n_plus_4(make_cfg):
     with pytest.raises(ConfigError, match="6n \\+ 4") as error:
         validate_config(make_cfg("backbone=wrn28", "backbone.depth=12"))
     assert error.value.key == "backbone.depth"
+
+
+def test_conv4_lays_every_block_out_channels_last_from_a_one_channel_image(make_cfg):
+    """A one-channel input has no distinct channels-last layout, so a plain convolution would
+    hand the first block's maps to batch norm and max-pool as NCHW (their slow CPU kernels)."""
+    from metarun.backbones.conv4 import ChannelsLastConv2d
+    backbone = build_learner(make_cfg("algo=protonet"), "image", (1, 28, 28), None).backbone
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4 and all(isinstance(m, ChannelsLastConv2d) for m in convs)
+    maps = []
+    hooks = [m.register_forward_hook(lambda m, i, out: maps.append(out)) for m in convs]
+    x = torch.rand(10, 1, 28, 28)
+    features = backbone(x)
+    for hook in hooks:
+        hook.remove()
+    assert all(m.is_contiguous(memory_format=torch.channels_last) and not m.is_contiguous() for m in maps[:3])
+    plain = torch.nn.Conv2d(1, 64, 3, padding=1)
+    plain.load_state_dict(convs[0].state_dict())  # the same parameters, the same function
+    torch.testing.assert_close(convs[0](x), plain(x))
+    assert features.shape == (10, 64)
