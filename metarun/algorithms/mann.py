@@ -28,6 +28,10 @@ across its features (layer norm without a learned scale), so it cannot shrink aw
 features' common direction (cosine 0.9-0.95 between untrained embeddings of different
 characters) is removed; with it the same run left chance within 1,000 updates.
 
+The step size matters for how long the plateau lasts: Adam 3e-3 left it between 750 and 1,000
+updates of 16 Omniglot tasks (32-channel embedding), 1e-3 was still at chance after 1,250; on
+synthetic tasks with perfect features, 1,000 against 1,500 updates. So 3e-3 is the default.
+
 In metarun's episodes the support examples form the sequence (in a random order while
 meta-training, a fixed one at test); each query then continues it by one step, from the state
 after the support set and with the last support label as its late label, so no query sees
