@@ -51,8 +51,6 @@ class Conv4(nn.Module):
     def __init__(self, in_channels: int, channels: int, blocks: int, pooled_blocks: int,
                  image_size: int, channels_last: bool):
         super().__init__()
-        self.channels_last = channels_last
-        self.vectorised = False  # inside torch.func.vmap, which cannot lay inputs out channels-last
         self.pooled_blocks = pooled_blocks
         layers, c = [], in_channels
         for block in range(blocks):
@@ -68,9 +66,7 @@ class Conv4(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and not self.vectorised:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.features(x)
+        return self.features(x)  # channels-last from the first convolution on, whatever x's layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_map(x).flatten(1)
