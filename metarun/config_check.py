@@ -77,6 +77,13 @@ def check_integers(cfg, keys, minimum: int) -> None:
             raise ConfigError(key, value, word)
 
 
+def check_booleans(cfg, keys) -> None:
+    for key in keys:
+        value = get(cfg, key)
+        if not isinstance(value, bool):
+            raise ConfigError(key, value, "true or false")
+
+
 def validate_config(cfg) -> None:
     check_choices(cfg, CHOICES)
     check_supports(cfg.algo.name, cfg.data.name, cfg.data.kind)
@@ -114,6 +121,7 @@ def validate_config(cfg) -> None:
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
+        check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))
     if cfg.algo.name in FIXED_WAYS and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
         raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
                           f"equal to data.ways ({cfg.data.ways}): algo={cfg.algo.name} has one output "
@@ -126,8 +134,7 @@ def validate_config(cfg) -> None:
     threads = cfg.device.threads
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError("device.threads", threads, "auto or a positive integer")
-    if not isinstance(cfg.device.cache_host_memory, bool):
-        raise ConfigError("device.cache_host_memory", cfg.device.cache_host_memory, "true or false")
+    check_booleans(cfg, ("device.cache_host_memory",))
     if cfg.device.name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda", "auto or cpu: no CUDA device is visible to torch here")
     if cfg.eval.protocol == "lake_runs":
@@ -142,9 +149,6 @@ def check_mann(algo) -> None:
                           "each head writes into a least-used slot of its own")
     if not 0 <= algo.usage_decay <= 1:
         raise ConfigError("algo.usage_decay", algo.usage_decay, "in [0, 1]")
-    for key in ("normalize_embedding", "support_loss", "key_strength"):
-        if not isinstance(algo[key], bool):
-            raise ConfigError(f"algo.{key}", algo[key], "true or false")
 
 
 def check_lake_runs(cfg) -> None:
