@@ -45,10 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.sequence import support_reading_order
 from metarun.tasks import Task, TaskBatch
 
-# seeds the order of the support examples at test time, so a checkpoint scores the same every time
-EVAL_ORDER_SEED = 0
 # keeps the cosine similarity of an all-zero (empty) memory slot finite
 NORM_EPS = 1e-8
 
@@ -130,8 +129,7 @@ class MANN(MetaLearner):
             features = F.layer_norm(features, features.shape[-1:])
         support = features[:n_tasks * n_support].view(n_tasks, n_support, -1)
         query = features[n_tasks * n_support:].view(n_tasks, n_query, -1)
-        generator = None if self.training else torch.Generator().manual_seed(EVAL_ORDER_SEED)
-        order = torch.stack([torch.randperm(n_support, generator=generator) for _ in range(n_tasks)]).to(support.device)
+        order = support_reading_order(n_tasks, n_support, self.training, support.device)
         labels = support_y.gather(1, order)
         late_labels = F.one_hot(labels, self.ways).to(support.dtype)
         support = support.gather(1, order.unsqueeze(-1).expand(-1, -1, support.shape[-1]))
