@@ -140,7 +140,8 @@ def test_optimisation_based_learners_learn_sinusoids(make_cfg, tmp_path, algo):
 
 @pytest.mark.parametrize("algo, overrides, threshold", [
     ("matchingnet", (), 0.5), ("matchingnet", ("algo.fce=true",), 0.5), ("relationnet", (), 0.5),
-    ("anil", ("algo.meta_batch=4", "algo.first_order=true"), 0.5),
+    # 2 tasks an update: 61.6% after 200 (4 tasks: 73.4%, in twice the time)
+    ("anil", ("algo.meta_batch=2", "algo.first_order=true"), 0.5),
     ("reptile", ("algo.meta_batch=2", "algo.eval_inner_steps=10"), 0.5),
     # first-order MAML learns more slowly early on (about 52% here after 200 steps of 2 tasks)
     ("fomaml", ("algo.meta_batch=2",), 0.4),
