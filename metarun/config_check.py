@@ -77,6 +77,13 @@ def check_integers(cfg, keys, minimum: int) -> None:
             raise ConfigError(key, value, word)
 
 
+def check_positive_numbers(cfg, keys) -> None:
+    for key in keys:
+        value = get(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(key, value, "a positive number")
+
+
 def check_booleans(cfg, keys) -> None:
     for key in keys:
         value = get(cfg, key)
@@ -119,6 +126,8 @@ def validate_config(cfg) -> None:
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
+    if cfg.algo.name == "matchingnet":
+        check_positive_numbers(cfg, ("algo.similarity_scale",))
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))

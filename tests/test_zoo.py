@@ -200,12 +200,30 @@ def test_transfer_baselines_pretrain_on_class_ids_and_fine_tune_a_new_head(make_
     (("algo=reptile", "algo.inner_batch=0"), "algo.inner_batch"),
     (("algo=anil", "algo.episode.ways=20"), "algo.episode.ways"),
     (("algo=matchingnet", "algo.fce_steps=0"), "algo.fce_steps"),
+    (("algo=matchingnet", "algo.similarity_scale=0"), "algo.similarity_scale"),
+    (("algo=matchingnet", "algo.similarity_scale=true"), "algo.similarity_scale"),
     (("algo=baseline", "algo.fine_tune.batch_size=0"), "algo.fine_tune.batch_size"),
 ])
 def test_zoo_bad_values_name_the_key(make_cfg, overrides, key):
     with pytest.raises(ConfigError) as error:
         validate_config(make_cfg(*overrides))
     assert error.value.key == key
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_matching_network_attends_by_scaled_cosine(make_cfg, scale):
+    """1-shot: one support image per class, so log P(y = k | x) is the log-softmax over the
+    support set of scale x cos(f(x), f(x_k))."""
+    learner = build_learner(make_cfg("algo=matchingnet", "backbone.channels=8",
+                                     f"algo.similarity_scale={scale}"), "image", (1, 28, 28), None).eval()
+    torch.manual_seed(0)
+    task = Task(torch.rand(5, 1, 28, 28), torch.tensor([3, 0, 4, 1, 2]), torch.rand(7, 1, 28, 28),
+                torch.zeros(7, dtype=torch.long))
+    with torch.no_grad():
+        support, query = learner.backbone(task.support_x), learner.backbone(task.query_x)
+        cosine = torch.nn.functional.cosine_similarity(query[:, None], support[None], dim=-1)
+        expected = torch.log_softmax(scale * cosine, dim=1)[:, task.support_y.argsort()]
+        torch.testing.assert_close(learner.adapt_and_predict(task), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_snail_blocks_equal_full_causal_sequences():

@@ -1,6 +1,6 @@
 """Matching Networks (Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra 2016, Sec. 2).
 
-    a(x, x_i) = softmax_i cos(f(x), g(x_i))                 (attention over the support set)
+    a(x, x_i) = softmax_i s cos(f(x), g(x_i))               (attention over the support set; s = 1)
     P(y = k | x) = sum_i a(x, x_i) [y_i = k]                 (attention-weighted label vote)
     loss = -log P(y | x) over the query examples
 
@@ -8,7 +8,8 @@ Without full-context embeddings (``fce: false``, the paper's Omniglot setting) f
 backbone. With them (Sec. 2.1.2 and appendix A), g embeds each support example in the context of
 the whole support set with a bidirectional LSTM, and f attends to the support set over
 ``fce_steps`` steps of an attention LSTM. Batch norm uses running statistics at test time
-(non-transductive).
+(non-transductive). The scale s (``similarity_scale``) is 1 in the paper; Oreshkin et al. (2018)
+show that a cosine needs a larger one to train well (see the config).
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class MatchingNet(MetaLearner):
         dim = backbone.out_features
         self.support_context = SupportContext(dim) if cfg.fce else None
         self.query_attention = QueryAttention(dim, cfg.fce_steps) if cfg.fce else None
+        self.similarity_scale = cfg.similarity_scale
 
     def log_probabilities(self, task: Task) -> torch.Tensor:
         n_support = task.support_x.shape[0]
@@ -69,7 +71,8 @@ class MatchingNet(MetaLearner):
         if self.support_context is not None:
             support = self.support_context(support)
             query = self.query_attention(query, support)
-        attention = torch.softmax(F.normalize(query, dim=1) @ F.normalize(support, dim=1).T, dim=1)
+        cosine = F.normalize(query, dim=1) @ F.normalize(support, dim=1).T
+        attention = torch.softmax(self.similarity_scale * cosine, dim=1)
         one_hot = F.one_hot(task.support_y, int(task.support_y.max()) + 1).to(attention.dtype)
         return torch.log(attention @ one_hot + 1e-12)
 
