@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner
-from metarun.algorithms.sequence import support_reading_order
+from metarun.algorithms.sequence import embed_tasks, in_reading_order
 from metarun.tasks import Task, TaskBatch
 
 # keeps the cosine similarity of an all-zero (empty) memory slot finite
@@ -115,24 +115,21 @@ class MANN(MetaLearner):
         memory = self.memory(h, state["memory"])
         return self.classify(torch.cat([h, memory["reads"]], dim=1)), {"h": h, "c": c, "memory": memory}
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x)
+        return F.layer_norm(features, features.shape[-1:]) if self.normalize_embedding else features
+
     def read_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor):
         """Tasks of one shape (leading dimension: the task) read as one batch of sequences: the
         support logits (each before its label is shown) in reading order, that order's labels,
-        and the query logits. The embedding sees all tasks' images in one batch: while
-        meta-training, batch norm then normalises with statistics of many classes, close to the
-        running averages it uses at test. Task by task (30 images of 5 classes), the network
-        came to rely on per-task statistics: 58.9% on validation episodes normalised that way,
-        46.2% with the running averages; with the whole batch, 59.4% / 59.0%."""
-        n_tasks, n_support, n_query = support_y.shape[0], support_y.shape[1], query_x.shape[1]
-        features = self.backbone(torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)]))
-        if self.normalize_embedding:
-            features = F.layer_norm(features, features.shape[-1:])
-        support = features[:n_tasks * n_support].view(n_tasks, n_support, -1)
-        query = features[n_tasks * n_support:].view(n_tasks, n_query, -1)
-        order = support_reading_order(n_tasks, n_support, self.training, support.device)
-        labels = support_y.gather(1, order)
+        and the query logits. The embedding sees all tasks' images in one batch (``embed_tasks``).
+        Task by task (30 images of 5 classes), the network came to rely on per-task batch-norm
+        statistics: 58.9% on validation episodes normalised that way, 46.2% with the running
+        averages; with the whole batch, 59.4% / 59.0%."""
+        (n_tasks, n_support), n_query = support_y.shape, query_x.shape[1]
+        support, query = embed_tasks(self.embed, support_x, query_x)
+        support, labels = in_reading_order(support, support_y, self.training)
         late_labels = F.one_hot(labels, self.ways).to(support.dtype)
-        support = support.gather(1, order.unsqueeze(-1).expand(-1, -1, support.shape[-1]))
         hidden = self.controller.hidden_size
         state = {"h": support.new_zeros(n_tasks, hidden), "c": support.new_zeros(n_tasks, hidden),
                  "memory": self.memory.initial_state(n_tasks, support.device, support.dtype)}

@@ -1,5 +1,8 @@
-"""What the sequence learners (SNAIL, MANN) share: the order in which they read a support set."""
+"""What the sequence learners (SNAIL, MANN) share: how a meta-batch's images are embedded and the
+order in which each support set is read."""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -7,8 +10,22 @@ import torch
 EVAL_ORDER_SEED = 0
 
 
-def support_reading_order(n_tasks: int, n_support: int, training: bool, device: torch.device) -> torch.Tensor:
-    """One permutation of the support examples per task (tasks x support): random while
-    meta-training, so that the network cannot read a label from a position; fixed at test."""
+def embed_tasks(embed: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor,
+                query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of a batch of tasks embedded in one pass, so that while meta-training batch
+    norm normalises with the statistics of many classes, close to the running averages it uses at
+    test (task by task, both learners came to rely on per-task statistics; see their files).
+    Returns support (tasks x support x features) and query (tasks x queries x features)."""
+    n_tasks, n_support = support_x.shape[:2]
+    features = embed(torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)]))
+    return (features[:n_tasks * n_support].unflatten(0, (n_tasks, n_support)),
+            features[n_tasks * n_support:].unflatten(0, (n_tasks, -1)))
+
+
+def in_reading_order(support: torch.Tensor, support_y: torch.Tensor, training: bool):
+    """Each task's support features and labels, permuted: randomly while meta-training, so that
+    the network cannot read a label from a position; in a fixed order at test."""
     generator = None if training else torch.Generator().manual_seed(EVAL_ORDER_SEED)
-    return torch.stack([torch.randperm(n_support, generator=generator) for _ in range(n_tasks)]).to(device)
+    order = torch.stack([torch.randperm(support.shape[1], generator=generator)
+                         for _ in range(support.shape[0])]).to(support.device)
+    return support.gather(1, order.unsqueeze(-1).expand(-1, -1, support.shape[-1])), support_y.gather(1, order)

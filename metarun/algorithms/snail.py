@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner
-from metarun.algorithms.sequence import support_reading_order
+from metarun.algorithms.sequence import embed_tasks, in_reading_order
 from metarun.tasks import Task, TaskBatch
 
 
@@ -114,15 +114,10 @@ class SNAIL(MetaLearner):
     def read_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
         """The query logits (tasks x queries x ways) of tasks of one shape, read as one batch
         (batch norm while meta-training: statistics of all their images; see the top)."""
-        n_tasks, n_support, n_query = support_y.shape[0], support_y.shape[1], query_x.shape[1]
-        features = self.backbone(torch.cat([support_x.flatten(0, 1), query_x.flatten(0, 1)]))
-        support = features[:n_tasks * n_support].view(n_tasks, n_support, -1)
-        query = features[n_tasks * n_support:].view(n_tasks, n_query, -1)
-        order = support_reading_order(n_tasks, n_support, self.training, support.device)
-        support = support.gather(1, order.unsqueeze(-1).expand(-1, -1, support.shape[-1]))
-        labels = F.one_hot(support_y.gather(1, order), self.ways).to(support.dtype)
-        prefix = torch.cat([support, labels], dim=-1)
-        last = torch.cat([query, query.new_zeros(n_tasks, n_query, self.ways)], dim=-1)
+        support, query = embed_tasks(self.backbone, support_x, query_x)
+        support, labels = in_reading_order(support, support_y, self.training)
+        prefix = torch.cat([support, F.one_hot(labels, self.ways).to(support.dtype)], dim=-1)
+        last = torch.cat([query, query.new_zeros(*query.shape[:2], self.ways)], dim=-1)
         for block in self.blocks:
             prefix, last = block(prefix, last)
         return self.classify(last)
