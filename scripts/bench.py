@@ -4,6 +4,7 @@
     python scripts/bench.py --device cuda         # on a GPU (adds Meta-LSTM, SNAIL, peak memory)
     METARUN_DATA_DIR=... python scripts/bench.py --local   # also time the decoded-file cache
     python scripts/bench.py --no-host-memory-cache  # glibc's default malloc (device.cache_host_memory=false)
+    python scripts/bench.py backbone.fold_first_batch_norm=false  # any config overrides, for every figure
 
 Prints one line per figure; the README's benchmark table is copied from its output.
 """
@@ -41,9 +42,12 @@ def timed(fn, repeat: int, device: torch.device = torch.device("cpu")) -> float:
     return (time.perf_counter() - started) / repeat
 
 
+COMMON_OVERRIDES: list[str] = []  # from the command line, applied to every configuration
+
+
 def config(*overrides):
     with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=COMMON_OVERRIDES + list(overrides))
 
 
 def bench_sampling(sources, device: torch.device) -> None:
@@ -89,7 +93,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--no-host-memory-cache", action="store_true",
                         help="as device.cache_host_memory=false: glibc's default malloc thresholds")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every figure, e.g. backbone.channels=32")
     args = parser.parse_args()
+    COMMON_OVERRIDES.extend(args.overrides)
     device = torch.device(args.device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     cached = cache_host_memory(config().device.cache_host_memory and not args.no_host_memory_cache)

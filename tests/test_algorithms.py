@@ -113,7 +113,7 @@ def test_maml_non_transductive_batch_norm_ignores_other_queries():
     cfg = OmegaConf.create(dict(first_order=True, inner_lr=0.4, inner_steps=1, eval_inner_steps=1,
                                 transductive_bn=False, task_batching="loop"))
     # channels-last Conv4, the default: the per-query predictions run it inside vmap
-    learner = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True), 3, "image", cfg).eval()
+    learner = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 3, "image", cfg).eval()
     from metarun.tasks import Task
     sx, qx = torch.rand(3, 1, 12, 12), torch.rand(6, 1, 12, 12)
     task = Task(sx, torch.arange(3), qx, torch.zeros(6, dtype=torch.long))
@@ -129,7 +129,7 @@ def test_auto_task_batching_vmaps_on_cuda_and_for_convolution_free_models():
     from metarun.algorithms.inner_loop import vmap_over_tasks
     from metarun.backbones.conv4 import Conv4
     from metarun.backbones.mlp import MLP
-    mlp, cnn, cpu, cuda = MLP(1, [6]), Conv4(1, 8, 2, 2, 12, channels_last=False), torch.device("cpu"), torch.device("cuda")
+    mlp, cnn, cpu, cuda = MLP(1, [6]), Conv4(1, 8, 2, 2, 12, channels_last=False, fold_first_batch_norm=True), torch.device("cpu"), torch.device("cuda")
     assert vmap_over_tasks("auto", mlp, cpu) and not vmap_over_tasks("auto", cnn, cpu)
     assert vmap_over_tasks("auto", cnn, cuda)
     assert vmap_over_tasks("vmap", cnn, cpu) and not vmap_over_tasks("loop", mlp, cuda)
@@ -148,7 +148,7 @@ def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo):
     for batching in ("loop", "vmap"):
         torch.manual_seed(0)
         cfg = OmegaConf.create({**settings, "task_batching": batching})
-        learner = HEAD_LEARNERS[algo](Conv4(1, 8, 3, 3, 12, channels_last=True), 5, "image", cfg).double()
+        learner = HEAD_LEARNERS[algo](Conv4(1, 8, 3, 3, 12, channels_last=True, fold_first_batch_norm=True), 5, "image", cfg).double()
         generator = torch.Generator().manual_seed(1)
         batch = TaskBatch(torch.rand(4, 5, 1, 12, 12, generator=generator, dtype=torch.float64),
                           torch.arange(5).expand(4, -1),

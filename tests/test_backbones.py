@@ -102,8 +102,8 @@ def test_conv4_lays_every_block_out_channels_last_from_a_one_channel_image(make_
     backbone = build_learner(make_cfg("algo=protonet"), "image", (1, 28, 28), None).backbone
     convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 4 and all(isinstance(m, ChannelsLastConv2d) for m in convs)
-    maps = []
-    hooks = [m.register_forward_hook(lambda m, i, out: maps.append(out)) for m in convs]
+    maps = []  # each block's output (the first block's convolution is folded, not called as a module)
+    hooks = [m.register_forward_hook(lambda m, i, out: maps.append(out)) for m in backbone.features]
     x = torch.rand(10, 1, 28, 28)
     features = backbone(x)
     for hook in hooks:
@@ -113,3 +113,33 @@ def test_conv4_lays_every_block_out_channels_last_from_a_one_channel_image(make_
     plain.load_state_dict(convs[0].state_dict())  # the same parameters, the same function
     torch.testing.assert_close(convs[0](x), plain(x))
     assert features.shape == (10, 64)
+
+
+def test_conv4_first_block_folds_batch_norm_into_its_convolution():
+    """The folded first block is batch norm in training mode: same output, same gradients of
+    every parameter, same running averages; and the batch-norm layer itself is not run."""
+    from metarun.backbones.conv4 import Conv4
+    torch.manual_seed(0)
+    folded = Conv4(1, 8, 4, 4, 28, channels_last=True, fold_first_batch_norm=True).double()
+    plain = Conv4(1, 8, 4, 4, 28, channels_last=True, fold_first_batch_norm=False).double()
+    with torch.no_grad():
+        for p in folded.parameters():
+            p.uniform_(-1, 1)
+    plain.load_state_dict(folded.state_dict())
+    calls = []
+    folded.features[0][1].register_forward_hook(lambda *args: calls.append(1))
+    for step in range(2):
+        x = torch.rand(20, 1, 28, 28, dtype=torch.float64) + step  # a shifted mean the second time
+        outputs = [model(x) for model in (folded, plain)]
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-10)
+        grads = [torch.autograd.grad(out.pow(2).sum(), list(model.parameters())) for out, model in
+                 zip(outputs, (folded, plain))]
+        for name, a, b in zip([n for n, _ in folded.named_parameters()], *grads):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10, msg=name)
+    assert not calls
+    for name, buffer in plain.named_buffers():
+        torch.testing.assert_close(dict(folded.named_buffers())[name], buffer, rtol=1e-10, atol=0, msg=name)
+    folded.eval(), plain.eval()
+    x = torch.rand(5, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(folded(x), plain(x))  # running averages: the layers one after another
+    assert calls

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,14 +21,16 @@ class ChannelsLastConv2d(nn.Conv2d):
     vectorised = False  # inside torch.func.vmap, which cannot lay tensors out channels-last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convolve(x, self.weight, self.bias)
+
+    def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.vectorised:
-            return super().forward(x)
-        weight = self.weight
+            return self._conv_forward(x, weight, bias)
         if weight.stride(1) != 1:  # not channels-last in memory; .contiguous() would see no difference
             weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device,
                                  memory_format=torch.channels_last).copy_(weight)
         # a channels-last weight gives a channels-last output; the guard copies only if a backend differs
-        return self._conv_forward(x, weight, self.bias).contiguous(memory_format=torch.channels_last)
+        return self._conv_forward(x, weight, bias).contiguous(memory_format=torch.channels_last)
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool, channels_last: bool) -> nn.Sequential:
@@ -42,6 +45,73 @@ def conv_block(in_channels: int, out_channels: int, pool: bool, channels_last: b
     )
 
 
+def normalises_with_batch_statistics(norm: nn.Module) -> bool:
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        return norm.training or norm.running_mean is None
+    return getattr(norm, "always_batch_statistics", False)  # the MAML family's BatchStatisticsNorm
+
+
+def patch_moments(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean and covariance of the input patches that ``conv`` reads (zero padding included),
+    and their number. Constants for autograd; in the input's precision even under autocast."""
+    size = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    picker = torch.eye(size, dtype=x.dtype, device=x.device).view(size, conv.in_channels, *conv.kernel_size)
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        patches = F.conv2d(x, picker, None, conv.stride, conv.padding, conv.dilation).flatten(2)
+        count = patches.shape[0] * patches.shape[2]
+        mean = patches.sum((0, 2)) / count
+        centred = patches - mean.view(1, -1, 1)
+        covariance = torch.bmm(centred, centred.transpose(1, 2)).sum(0) / count
+    return mean, covariance, count
+
+
+class FoldedNormBlock(nn.Sequential):
+    """A first block (conv, batch norm, pool, ReLU) on single-channel images, computed without a
+    batch-norm pass over its feature maps, the network's largest.
+
+    Each output channel of the convolution is w . p + b for the 3x3 input patch p, so its batch
+    mean and variance are w . E[p] + b and w' Cov(p) w, from the 9 x 9 moments of the patches;
+    normalising then is a convolution with w scaled by gamma / sqrt(var + eps) and a shifted
+    bias. Same function, same gradients (autograd goes through w in both moments), running
+    averages updated as ``BatchNorm2d`` does, and closer to a float64 reference than the
+    batch-norm kernel. It saves batch norm's reads and writes of the 64-channel 28x28 maps
+    forward and backward: a ProtoNet 60-way 2-query block forward and backward 24.3 -> 18.7 ms
+    (2 threads, AVX2). Three input channels need 27-number patches, which cost more than they
+    save (84x84 RGB: 122 -> 132 ms), so RGB blocks stay plain. With running averages in eval
+    mode, and inside vmap, the layers run one after another."""
+
+    vectorised = False  # inside torch.func.vmap (see metarun.algorithms.batch_norm.vectorised)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, *rest = self
+        if self.vectorised or not normalises_with_batch_statistics(norm):
+            return super().forward(x)
+        patch_mean, patch_covariance, count = patch_moments(conv, x)
+        with torch.autocast(x.device.type, enabled=False):
+            weight = conv.weight.flatten(1)
+            mean = weight @ patch_mean + (conv.bias if conv.bias is not None else 0)
+            variance = ((weight @ patch_covariance) * weight).sum(1)
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.training and norm.track_running_stats:
+            update_running_averages(norm, mean.detach(), variance.detach(), count)
+        scale = norm.weight * torch.rsqrt(variance + norm.eps)
+        shift = norm.bias + ((conv.bias if conv.bias is not None else 0) - mean) * scale
+        convolve = conv.convolve if isinstance(conv, ChannelsLastConv2d) else conv._conv_forward
+        y = convolve(x, conv.weight * scale.view(-1, 1, 1, 1), shift)
+        for layer in rest:
+            y = layer(y)
+        return y
+
+
+@torch.no_grad()
+def update_running_averages(norm: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, variance: torch.Tensor,
+                            count: int) -> None:
+    """What ``BatchNorm2d`` does in training: the unbiased variance enters the running average."""
+    norm.num_batches_tracked.add_(1)
+    momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+    norm.running_mean.lerp_(mean, momentum)
+    norm.running_var.lerp_(variance * count / (count - 1), momentum)
+
+
 class Conv4(nn.Module):
     """[3x3 conv, batch norm, ReLU, 2x2 max-pool] x blocks, flattened. 28x28 -> 64 features.
 
@@ -49,12 +119,15 @@ class Conv4(nn.Module):
     in Relation Networks, which compare feature maps rather than vectors)."""
 
     def __init__(self, in_channels: int, channels: int, blocks: int, pooled_blocks: int,
-                 image_size: int, channels_last: bool):
+                 image_size: int, channels_last: bool, fold_first_batch_norm: bool):
         super().__init__()
         self.pooled_blocks = pooled_blocks
         layers, c = [], in_channels
         for block in range(blocks):
-            layers.append(conv_block(c, channels, pool=block < pooled_blocks, channels_last=channels_last))
+            layer = conv_block(c, channels, pool=block < pooled_blocks, channels_last=channels_last)
+            if block == 0 and in_channels == 1 and fold_first_batch_norm:
+                layer = FoldedNormBlock(*layer)
+            layers.append(layer)
             c = channels
         self.features = nn.Sequential(*layers)
         side = image_size
