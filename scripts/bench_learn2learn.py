@@ -11,6 +11,7 @@ and gym, so this script loads only the pure-Python files its MAML wrapper needs
 
     pip download --no-deps --no-binary :all: learn2learn==0.2.0 && tar xzf learn2learn-0.2.0.tar.gz
     python scripts/bench_learn2learn.py --learn2learn-src learn2learn-0.2.0/learn2learn
+    python scripts/bench_learn2learn.py --learn2learn-src ... backbone.fold_first_batch_norm=false  # overrides
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import types
 import torch
 from torch import nn
 
-from bench import config, timed
+from bench import COMMON_OVERRIDES, config, timed
 from metarun.algorithms import build_learner
 from metarun.data import build_sources
 from metarun.engine.host_memory import cache_host_memory
@@ -44,7 +45,9 @@ def main() -> None:
                         help="the learn2learn/ folder of the extracted learn2learn-0.2.0 sdist")
     parser.add_argument("--repeat", type=int, default=8, help="timed meta-iterations per implementation")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("overrides", nargs="*", help="config overrides for both, e.g. backbone.fold_first_batch_norm=false")
     args = parser.parse_args()
+    COMMON_OVERRIDES.extend(args.overrides)
     l2l_maml = load_learn2learn_maml(args.learn2learn_src)
     device = torch.device(args.device)
 
