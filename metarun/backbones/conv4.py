@@ -89,12 +89,12 @@ class FoldedNormBlock(nn.Sequential):
         patch_mean, patch_covariance, count = patch_moments(conv, x)
         with torch.autocast(x.device.type, enabled=False):
             weight = conv.weight.flatten(1)
-            mean = weight @ patch_mean + (conv.bias if conv.bias is not None else 0)
+            mean = weight @ patch_mean + conv.bias  # conv_block's convolutions have a bias
             variance = ((weight @ patch_covariance) * weight).sum(1)
         if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.training and norm.track_running_stats:
             update_running_averages(norm, mean.detach(), variance.detach(), count)
         scale = norm.weight * torch.rsqrt(variance + norm.eps)
-        shift = norm.bias + ((conv.bias if conv.bias is not None else 0) - mean) * scale
+        shift = norm.bias + (conv.bias - mean) * scale
         convolve = conv.convolve if isinstance(conv, ChannelsLastConv2d) else conv._conv_forward
         y = convolve(x, conv.weight * scale.view(-1, 1, 1, 1), shift)
         for layer in rest:
