@@ -19,6 +19,23 @@ needs_omniglot_files = pytest.mark.skipif(
     reason="METARUN_DATA_DIR does not hold omniglot/ (CI sets it to ../shared/data)")
 
 
+def parameters_batch_norm_leaves_free(module) -> list:
+    """The parameters of ``module`` less every convolution bias that a batch norm right after it
+    cancels: subtracting the batch mean removes any per-channel constant, so that bias's gradient
+    is zero in exact arithmetic (and exactly zero where Conv4 folds its first batch norm into the
+    convolution). A test that every parameter learns means these."""
+    from torch import nn
+    cancelled = set()
+    for parent in module.modules():
+        children = list(parent.children())
+        for layer, following in zip(children, children[1:]):
+            normalises = (isinstance(following, nn.modules.batchnorm._BatchNorm)
+                          or getattr(following, "always_batch_statistics", False))
+            if isinstance(layer, nn.Conv2d) and layer.bias is not None and normalises:
+                cancelled.add(id(layer.bias))
+    return [p for p in module.parameters() if id(p) not in cancelled]
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One decoded-image cache for the whole session, never the user's own."""

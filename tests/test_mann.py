@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import parameters_batch_norm_leaves_free
 from mann_synthetic_check import build_mann, gaussian_class_tasks, held_out_accuracy, train
 from metarun.algorithms import build_learner
 from metarun.algorithms.mann import LRUAMemory
@@ -67,7 +68,7 @@ def test_mann_meta_gradient_reaches_every_parameter(make_cfg):
     batch = build_sources(cfg.data, cfg.paths)["train"].sample(torch.Generator().manual_seed(0), 2, 5, 1, 2)
     metrics = learner.meta_train_step(batch)
     assert 0 <= metrics["acc"] <= 1
-    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in learner.parameters())
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in parameters_batch_norm_leaves_free(learner))
 
 
 def test_mann_learns_to_bind_labels_in_memory():
