@@ -25,13 +25,14 @@ def parameters_batch_norm_leaves_free(module) -> list:
     is zero in exact arithmetic (and exactly zero where Conv4 folds its first batch norm into the
     convolution). A test that every parameter learns means these."""
     from torch import nn
+
+    from metarun.backbones.conv4 import normalises_with_batch_statistics
     cancelled = set()
     for parent in module.modules():
         children = list(parent.children())
         for layer, following in zip(children, children[1:]):
-            normalises = (isinstance(following, nn.modules.batchnorm._BatchNorm)
-                          or getattr(following, "always_batch_statistics", False))
-            if isinstance(layer, nn.Conv2d) and layer.bias is not None and normalises:
+            if (isinstance(layer, nn.Conv2d) and layer.bias is not None
+                    and normalises_with_batch_statistics(following)):
                 cancelled.add(id(layer.bias))
     return [p for p in module.parameters() if id(p) not in cancelled]
 
