@@ -50,6 +50,7 @@ ALGO_INTEGERS = {
     **{name: (("algo.fine_tune.epochs", 0), ("algo.fine_tune.batch_size", 1))
        for name in ("baseline", "baselinepp")},
 }
+ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",)}
 ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")},
                 **{name: {"algo.task_batching": ("loop", "vmap", "auto")}
                    for name in ("maml", "fomaml", "metasgd", "anil")}}
@@ -126,8 +127,7 @@ def validate_config(cfg) -> None:
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
-    if cfg.algo.name == "matchingnet":
-        check_positive_numbers(cfg, ("algo.similarity_scale",))
+    check_positive_numbers(cfg, ALGO_POSITIVE_NUMBERS.get(cfg.algo.name, ()))
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))
