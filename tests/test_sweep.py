@@ -93,8 +93,8 @@ def test_optuna_search_maximises_validation_accuracy(cache_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='needs pip install -e ".[search]"')
     command, env = metarun_command(
         cache_dir, "hparams_search=maml_omniglot", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}",
-        "algo.meta_batch=2", "trainer.max_steps=20", "trainer.val_every=10", "trainer.val_episodes=20",
-        "eval.episodes=20")
+        "algo.meta_batch=2", "backbone.channels=16", "trainer.max_steps=20", "trainer.val_every=10",
+        "trainer.val_episodes=20", "eval.episodes=20")  # 16 channels: the search is under test, not MAML
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     trials = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*_maml_omniglot/results.json"))]
