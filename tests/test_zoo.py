@@ -164,7 +164,8 @@ def test_image_learners_learn_real_omniglot(make_cfg, tmp_path, algo, overrides,
     """5-way 1-shot accuracy on held-out Omniglot characters well above chance (20%) after a
     short run on the package's 28x28 copy (the same images as the files; tested elsewhere).
     A 32-channel Conv4 unless a case says otherwise: in 200 steps it learns as much as the
-    papers' 64 channels (Matching Networks 69% against 63% / 68%) in half the time or less."""
+    papers' 64 channels (Matching Networks 69% against 63% / 68%) in less time (ANIL 14 s against
+    37 s, Reptile 20 s against 26 s)."""
     cfg = make_cfg(f"algo={algo}", "trainer.max_steps=200", "trainer.val_every=0",
                    "eval.episodes=100", "backbone.channels=32", *overrides)
     results = run(cfg, tmp_path)
