@@ -78,6 +78,12 @@ def test_bad_values_name_the_key(make_cfg, override, key):
     assert key in str(error.value)
 
 
+def test_protonet_rotate_support_must_be_a_boolean(make_cfg):
+    with pytest.raises(ConfigError, match="algo.rotate_support=3 is not allowed") as error:
+        validate_config(make_cfg("algo=protonet", "algo.rotate_support=3"))
+    assert error.value.key == "algo.rotate_support"
+
+
 def test_wrong_backbone_for_data_says_which_fits(make_cfg):
     with pytest.raises(ConfigError, match="backbone=mlp"):
         validate_config(make_cfg("algo=maml", "data=sinusoid"))

@@ -75,7 +75,7 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     if name in TRANSFER_LEARNERS:
         return Baseline(backbone, n_train_classes, cfg.algo)
     if name == "protonet":
-        return ProtoNet(backbone)
+        return ProtoNet(backbone, cfg.algo.rotate_support)
     return METRIC_LEARNERS[name](backbone, cfg.algo)
 
 

@@ -39,10 +39,15 @@ class MetaLearner(nn.Module):
         of the batch's tasks, back-propagated task by task to hold one task's graph at a time."""
         per_task = []
         for task in batch:
-            prediction = self.adapt_and_predict(task)
-            (self.task_loss(prediction, task.query_y) / len(batch)).backward()
-            per_task.append(self.task_metrics(prediction.detach(), task.query_y))
+            prediction, target = self.training_predictions(task)
+            (self.task_loss(prediction, target) / len(batch)).backward()
+            per_task.append(self.task_metrics(prediction.detach(), target))
         return mean_metrics(per_task)
+
+    def training_predictions(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictions that meta-training scores, with their targets: by default the query
+        predictions after adapting on the support set, as at test time."""
+        return self.adapt_and_predict(task), task.query_y
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         """Query predictions (logits or regression values) after adapting on the support set."""

@@ -6,6 +6,13 @@
 
 Batch norm uses batch statistics while meta-training and running averages at test time, so
 test predictions never depend on the other query images (non-transductive).
+
+``rotate_support`` (not in the paper; off by default) scores each meta-training episode once per
+choice of support set: the episode's S + Q images of a class (its support images first, in the
+order the episode lists them) are taken in cyclic windows of S, each window the support set of one
+view and the rest its queries, and the loss is the mean over the views (the first view is the
+episode as drawn). The embeddings are computed once, so in a 1-shot episode with 2 queries every
+image is a support image once and a query twice for the cost of one forward and backward pass.
 """
 from __future__ import annotations
 
@@ -32,9 +39,10 @@ def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torc
 
 
 class ProtoNet(MetaLearner):
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, rotate_support: bool):
         super().__init__("image")
         self.backbone = backbone
+        self.rotate_support = rotate_support
 
     def logits(self, task: Task) -> torch.Tensor:
         n_support = task.support_x.shape[0]
@@ -43,3 +51,22 @@ class ProtoNet(MetaLearner):
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         return self.logits(task)
+
+    def training_predictions(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.rotate_support:
+            return super().training_predictions(task)
+        labels = torch.cat([task.support_y, task.query_y])
+        ways = int(labels.max()) + 1
+        shots = task.support_x.shape[0] // ways
+        features = self.backbone(torch.cat([task.support_x, task.query_x]))
+        by_class = features[torch.sort(labels, stable=True).indices].unflatten(0, (ways, -1))
+        per_class = by_class.shape[1]
+        way_labels = torch.arange(ways, device=labels.device)
+        logits, targets = [], []
+        for view in range(-(-per_class // shots)):
+            window = [(view * shots + i) % per_class for i in range(shots)]
+            rest = [i for i in range(per_class) if i not in window]
+            logits.append(prototype_logits(by_class[:, window].flatten(0, 1), way_labels.repeat_interleave(shots),
+                                           by_class[:, rest].flatten(0, 1)))
+            targets.append(way_labels.repeat_interleave(len(rest)))
+        return torch.cat(logits), torch.cat(targets)
