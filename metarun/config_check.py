@@ -124,6 +124,8 @@ def validate_config(cfg) -> None:
         if not 0 <= cfg.backbone.dropout < 1:
             raise ConfigError("backbone.dropout", cfg.backbone.dropout, "in [0, 1)")
     check_integers(cfg, NON_NEGATIVE, 0)
+    if cfg.trainer.max_time_s is not None:
+        check_positive_numbers(cfg, ("trainer.max_time_s",))
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))

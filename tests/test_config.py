@@ -70,6 +70,8 @@ def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
     ("eval.checkpoint=newest", "eval.checkpoint"),
     ("algo.episode.ways=20", "algo.episode.ways"),  # MAML trains and tests with the same ways
     ("device.cache_host_memory=sometimes", "device.cache_host_memory"),
+    ("trainer.max_time_s=0", "trainer.max_time_s"),
+    ("trainer.max_time_s=15min", "trainer.max_time_s"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as error:

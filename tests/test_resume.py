@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from conftest import metarun_command
+from metarun.cli import run
+from metarun.engine import trainer as trainer_module
 from metarun.engine.checkpoint import atomic_save, load_checkpoint
 
 SHORT_SINUSOID_RUN = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=1200",
@@ -100,3 +102,39 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resumes_to_the_same_
     b = load_checkpoint(stopped / "checkpoints" / "last.pt")["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+class TickingClock:
+    """Stands in for the trainer's ``time`` module: each perf_counter() call is a quarter second
+    later than the one before, so every training step lasts exactly 0.25 s."""
+
+    def __init__(self):
+        self.ticks = 0
+
+    def perf_counter(self) -> float:
+        self.ticks += 1
+        return self.ticks * 0.25
+
+
+def test_time_budget_ends_training_before_it_runs_out_and_the_cut_run_repeats_without_the_clock(
+        make_cfg, tmp_path, monkeypatch, caplog):
+    run_args = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "trainer.log_every=1000",
+                "eval.episodes=20", "algo.scheduler.name=cosine", "+algo.scheduler.total_steps=200")
+    cut_dir, repeat_dir = tmp_path / "cut", tmp_path / "repeat"
+    cut_dir.mkdir(), repeat_dir.mkdir()
+    monkeypatch.setattr(trainer_module, "time", TickingClock())
+    cut = run(make_cfg(*run_args, "trainer.max_steps=200", "trainer.max_time_s=5.1"), cut_dir)
+    monkeypatch.undo()
+    # after step 20, 5.0 s are spent and a 21st step of 0.25 s would end past 5.1 s
+    assert (cut["step"], cut["wall_time_s"]) == (20, 5.0)
+    assert load_checkpoint(cut_dir / "checkpoints" / "last.pt")["step"] == 20
+    message = next(r.getMessage() for r in caplog.records if "max_time_s=5.1 reached" in r.getMessage())
+    assert "stopped at step 20 of 200" in message
+    assert message.endswith("trainer.max_time_s=null trainer.max_steps=20 algo.scheduler.total_steps=200")
+
+    repeat = run(make_cfg(*run_args, "trainer.max_steps=20"), repeat_dir)  # the log's recipe, real clock
+    a = load_checkpoint(cut_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(repeat_dir / "checkpoints" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["scheduler"] == b["scheduler"] and repeat["mean"] == cut["mean"]

@@ -67,6 +67,7 @@ class Trainer:
         self.higher_is_better = self.metric in HIGHER_IS_BETTER
         self.step, self.best, self.train_time = 0, None, 0.0
         self.stop_signal: int | None = None  # SIGTERM / SIGINT received: stop after this step
+        self.out_of_time = False  # trainer.max_time_s reached: training ends, testing goes on
         self.precision = resolve_precision(cfg.trainer.precision, device)
         if cfg.trainer.precision == "auto":
             log.info(f"trainer.precision=auto: {self.precision} on this {device.type}")
@@ -134,6 +135,14 @@ class Trainer:
                         f"resume: the same command + hydra.run.dir={self.run_dir} trainer.resume=true")
             raise SystemExit(128 + self.stop_signal)  # the status a shell reports for that signal
 
+    def time_is_up(self, step_time: float) -> bool:
+        """Whether another step would end past ``trainer.max_time_s`` of training, judged by the
+        last step's duration (0 before this process's first step). Rank 0 decides for all."""
+        budget = self.cfg.trainer.max_time_s
+        if budget is None:
+            return False
+        return bool(self.ranks.broadcast(self.train_time + step_time > budget))
+
     def train_loop(self) -> None:
         tcfg, shape = self.cfg.trainer, train_shape(self.cfg)
         main = self.ranks.is_main
@@ -143,7 +152,8 @@ class Trainer:
                    disable=not (tcfg.progress and main), dynamic_ncols=True)
         self.learner.train()
         window_start, window_tasks = time.perf_counter(), 0
-        while self.step < tcfg.max_steps:
+        self.out_of_time = self.time_is_up(0.0)
+        while self.step < tcfg.max_steps and not self.out_of_time:
             started = time.perf_counter()
             batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
             window_tasks += len(batch)
@@ -157,7 +167,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            self.train_time += time.perf_counter() - started
+            step_time = time.perf_counter() - started
+            self.train_time += step_time
+            self.out_of_time = self.time_is_up(step_time)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
 
@@ -170,7 +182,7 @@ class Trainer:
                 record["perf/tasks_per_s"] = window_tasks / (now - window_start)
                 logger.log(self.step, record)
                 window_start, window_tasks = now, 0
-            last_step = self.step == tcfg.max_steps
+            last_step = self.step == tcfg.max_steps or self.out_of_time
             if validating and (self.step % tcfg.val_every == 0 or last_step):
                 value = self.validate()
                 logger.log(self.step, {f"val/{self.metric_name}": value})
@@ -185,6 +197,17 @@ class Trainer:
         bar.close()
         if main:
             logger.close()
+        if main and self.out_of_time and self.step < tcfg.max_steps:
+            log.warning(self.time_budget_message())
+
+    def time_budget_message(self) -> str:
+        tcfg = self.cfg.trainer
+        repeat = f"trainer.max_time_s=null trainer.max_steps={self.step}"
+        if self.cfg.algo.scheduler.get("total_steps") is not None:  # keep the schedule's horizon
+            repeat += f" algo.scheduler.total_steps={self.cfg.algo.scheduler.total_steps}"
+        return (f"trainer.max_time_s={tcfg.max_time_s} reached: training stopped at step {self.step} of "
+                f"{tcfg.max_steps} after {self.train_time:.1f} s; the model of that step is tested. To "
+                f"repeat this run step for step without the clock: {repeat}")
 
     @property
     def metric_name(self) -> str:
