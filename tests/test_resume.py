@@ -116,7 +116,7 @@ class TickingClock:
         return self.ticks * 0.25
 
 
-def test_time_budget_ends_training_before_it_runs_out_and_the_cut_run_repeats_without_the_clock(
+def test_time_budget_ends_training_before_it_runs_out_resumes_there_and_repeats_without_the_clock(
         make_cfg, tmp_path, monkeypatch, caplog):
     run_args = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "trainer.log_every=1000",
                 "eval.episodes=20", "algo.scheduler.name=cosine", "+algo.scheduler.total_steps=200")
@@ -131,6 +131,11 @@ def test_time_budget_ends_training_before_it_runs_out_and_the_cut_run_repeats_wi
     message = next(r.getMessage() for r in caplog.records if "max_time_s=5.1 reached" in r.getMessage())
     assert "stopped at step 20 of 200" in message
     assert message.endswith("trainer.max_time_s=null trainer.max_steps=20 algo.scheduler.total_steps=200")
+
+    (cut_dir / "results.json").unlink()  # as if killed while testing: resuming trains no further
+    resumed = run(make_cfg(*run_args, "trainer.max_steps=200", "trainer.max_time_s=5.1", "trainer.resume=true"),
+                  cut_dir)
+    assert resumed["step"] == 20 and resumed["mean"] == cut["mean"]
 
     repeat = run(make_cfg(*run_args, "trainer.max_steps=20"), repeat_dir)  # the log's recipe, real clock
     a = load_checkpoint(cut_dir / "checkpoints" / "last.pt")

@@ -66,6 +66,7 @@ class Trainer:
         self.metric = sources["train"].metric
         self.higher_is_better = self.metric in HIGHER_IS_BETTER
         self.step, self.best, self.train_time = 0, None, 0.0
+        self.step_time = 0.0  # the last step's duration: what the next one is expected to take
         self.stop_signal: int | None = None  # SIGTERM / SIGINT received: stop after this step
         self.out_of_time = False  # trainer.max_time_s reached: training ends, testing goes on
         self.precision = resolve_precision(cfg.trainer.precision, device)
@@ -80,7 +81,7 @@ class Trainer:
     def state(self) -> dict:
         return {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
-                "train_time": self.train_time, "rng": rng_states(self.generator),
+                "train_time": self.train_time, "step_time": self.step_time, "rng": rng_states(self.generator),
                 "config": OmegaConf.to_container(self.cfg, resolve=True)}
 
     def resume_from(self, path: Path) -> None:
@@ -89,6 +90,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best, self.train_time = state["step"], state["best"], state["train_time"]
+        self.step_time = state.get("step_time", 0.0)  # absent from checkpoints of older versions
         restore_rng_states(state["rng"], self.generator)
         log.info(f"resumed from {path} at step {self.step}")
 
@@ -135,13 +137,14 @@ class Trainer:
                         f"resume: the same command + hydra.run.dir={self.run_dir} trainer.resume=true")
             raise SystemExit(128 + self.stop_signal)  # the status a shell reports for that signal
 
-    def time_is_up(self, step_time: float) -> bool:
+    def time_is_up(self) -> bool:
         """Whether another step would end past ``trainer.max_time_s`` of training, judged by the
-        last step's duration (0 before this process's first step). Rank 0 decides for all."""
+        last step's duration (kept in checkpoints, so a resumed run decides as the interrupted
+        one did). Rank 0 decides for all."""
         budget = self.cfg.trainer.max_time_s
         if budget is None:
             return False
-        return bool(self.ranks.broadcast(self.train_time + step_time > budget))
+        return bool(self.ranks.broadcast(self.train_time + self.step_time > budget))
 
     def train_loop(self) -> None:
         tcfg, shape = self.cfg.trainer, train_shape(self.cfg)
@@ -152,7 +155,7 @@ class Trainer:
                    disable=not (tcfg.progress and main), dynamic_ncols=True)
         self.learner.train()
         window_start, window_tasks = time.perf_counter(), 0
-        self.out_of_time = self.time_is_up(0.0)
+        self.out_of_time = self.time_is_up()
         while self.step < tcfg.max_steps and not self.out_of_time:
             started = time.perf_counter()
             batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
@@ -167,9 +170,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            step_time = time.perf_counter() - started
-            self.train_time += step_time
-            self.out_of_time = self.time_is_up(step_time)
+            self.step_time = time.perf_counter() - started
+            self.train_time += self.step_time
+            self.out_of_time = self.time_is_up()
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
 
