@@ -68,7 +68,6 @@ class Trainer:
         self.step, self.best, self.train_time = 0, None, 0.0
         self.step_time = 0.0  # the last step's duration: what the next one is expected to take
         self.stop_signal: int | None = None  # SIGTERM / SIGINT received: stop after this step
-        self.out_of_time = False  # trainer.max_time_s reached: training ends, testing goes on
         self.precision = resolve_precision(cfg.trainer.precision, device)
         if cfg.trainer.precision == "auto":
             log.info(f"trainer.precision=auto: {self.precision} on this {device.type}")
@@ -155,8 +154,8 @@ class Trainer:
                    disable=not (tcfg.progress and main), dynamic_ncols=True)
         self.learner.train()
         window_start, window_tasks = time.perf_counter(), 0
-        self.out_of_time = self.time_is_up()
-        while self.step < tcfg.max_steps and not self.out_of_time:
+        out_of_time = self.time_is_up()  # trainer.max_time_s reached: training ends, testing goes on
+        while self.step < tcfg.max_steps and not out_of_time:
             started = time.perf_counter()
             batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
             window_tasks += len(batch)
@@ -172,7 +171,7 @@ class Trainer:
             self.step += 1
             self.step_time = time.perf_counter() - started
             self.train_time += self.step_time
-            self.out_of_time = self.time_is_up()
+            out_of_time = self.time_is_up()
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
 
@@ -185,7 +184,7 @@ class Trainer:
                 record["perf/tasks_per_s"] = window_tasks / (now - window_start)
                 logger.log(self.step, record)
                 window_start, window_tasks = now, 0
-            last_step = self.step == tcfg.max_steps or self.out_of_time
+            last_step = self.step == tcfg.max_steps or out_of_time
             if validating and (self.step % tcfg.val_every == 0 or last_step):
                 value = self.validate()
                 logger.log(self.step, {f"val/{self.metric_name}": value})
@@ -200,7 +199,7 @@ class Trainer:
         bar.close()
         if main:
             logger.close()
-        if main and self.out_of_time and self.step < tcfg.max_steps:
+        if main and out_of_time and self.step < tcfg.max_steps:
             log.warning(self.time_budget_message())
 
     def time_budget_message(self) -> str:
