@@ -1,39 +1,71 @@
 #!/usr/bin/env bash
-# MAML on the Omniglot one-shot challenge of Lake et al. 2015, on a GPU lent for minutes: two
-# recipes meta-trained side by side on one GPU for SECONDS (then stopped by SIGTERM, which
-# checkpoints the step reached), each scored on the 20 runs from its last checkpoint:
-#   paper20: the MAML paper's 20-way settings (+experiment=maml_omniglot_lake_20way: meta-batch 16,
-#            5 inner steps of 0.1 in training and at test)
-#   paper5:  the paper's 5-way inner loop at 20 ways (1 inner step of 0.4, 3 at test), cheaper
-#            updates, so more of them in the same time
+# MAML on the Omniglot one-shot challenge of Lake et al. 2015, on a GPU lent for minutes: recipes
+# of +experiment=maml_omniglot_lake_20way meta-trained side by side on one GPU for SECONDS of
+# training each, each then scored on the 20 runs (the experiment's eval=lake_runs) from its last
+# checkpoint. The outer rate follows a cosine down to 0 over the updates that fit in SECONDS: a
+# calibration run of each recipe (CALIBRATION_S seconds, side by side too, so at the speed they
+# will share) measures updates/s, and trainer.max_steps (the cosine's horizon) is that rate x SECONDS;
+# trainer.max_time_s (SECONDS + 5%) only guards against a slower hour.
 #
-#   bash scripts/gpu_maml_lake.sh WORK_DIR SECONDS
+#   bash scripts/gpu_maml_lake.sh WORK_DIR SECONDS [NAME="OVERRIDES" ...]
 #
+# Default recipes: the MAML paper's 5-way inner loop at 20 ways (1 inner step of 0.4, 3 at test,
+# meta-batch 16) with 1 query image a class (as the runs score one test drawing a class) and with
+# 5 (on an H100: 9.25% error for 5, 11.50% for 1, whose 3x fewer images gave only 7% more updates/s).
 # Where hydra is not installed (a bare GPU image), see scripts/gpu_check.sh for PYTHONPATH.
-# Dry run on a CPU: DEVICE=cpu EXTRA="algo.meta_batch=2" bash scripts/gpu_maml_lake.sh /tmp/dry 30
+# Dry run on a CPU: DEVICE=cpu CALIBRATION_S=5 EXTRA="algo.meta_batch=2" bash scripts/gpu_maml_lake.sh /tmp/dry 20
 set -u
 work=${1:?work dir}
 seconds=${2:?seconds of training}
+shift 2
+recipes=("$@")
+if [ ${#recipes[@]} = 0 ]; then
+  paper5="algo.inner_steps=1 algo.inner_lr=0.4 algo.eval_inner_steps=3"
+  recipes=("queries1=$paper5 data.queries=1" "queries5=$paper5 data.queries=5")
+fi
+calibration_s=${CALIBRATION_S:-30}
 device=${DEVICE:-cuda}
 python=${PYTHON:-python3}
-metarun=("$python" -m metarun.cli)
-quiet="device=$device trainer.progress=false trainer.val_every=0 trainer.ckpt_every=250 ${EXTRA:-}"
+metarun=("$python" -m metarun.cli +experiment=maml_omniglot_lake_20way)
+quiet="device=$device trainer.progress=false trainer.val_every=0 algo.scheduler.name=cosine ${EXTRA:-}"
 mkdir -p "$work"
-declare -A recipe=(
-  [paper20]=""
-  [paper5]="algo.inner_steps=1 algo.inner_lr=0.4 algo.eval_inner_steps=3"
-)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 "$python" -c "import torch; print('torch', torch.__version__)"
-for name in "${!recipe[@]}"; do
-  timeout "$seconds" "${metarun[@]}" +experiment=maml_omniglot_lake_20way ${recipe[$name]} $quiet \
+
+updates_per_s() {  # a run's updates/s: the median over the second half of its train records
+  "$python" - "$1" <<'EOF'
+import json, statistics, sys
+from omegaconf import OmegaConf
+run = sys.argv[1]
+meta_batch = OmegaConf.load(f"{run}/.hydra/config.yaml").algo.meta_batch
+rates = [r["perf/tasks_per_s"] / meta_batch
+         for r in map(json.loads, open(f"{run}/metrics.jsonl")) if "perf/tasks_per_s" in r]
+print(statistics.median(rates[len(rates) // 2:]))
+EOF
+}
+
+for recipe in "${recipes[@]}"; do
+  name=${recipe%%=*}
+  "${metarun[@]}" ${recipe#*=} $quiet trainer.max_steps=1000000 +algo.scheduler.total_steps=1000000 \
+    trainer.max_time_s="$calibration_s" trainer.log_every=10 trainer.ckpt_every=1000000 eval=default eval.episodes=1 \
+    hydra.run.dir="$work/${name}_calibration" > "$work/${name}_calibration.log" 2>&1 &
+done
+wait
+for recipe in "${recipes[@]}"; do
+  name=${recipe%%=*}
+  rate=$(updates_per_s "$work/${name}_calibration") || { tail -5 "$work/${name}_calibration.log"; continue; }
+  steps=$("$python" -c "print(int($rate * $seconds))")
+  echo "=== $name: ${recipe#*=}: $rate updates/s side by side -> trainer.max_steps=$steps"
+  "${metarun[@]}" ${recipe#*=} $quiet trainer.max_steps="$steps" +algo.scheduler.total_steps="$steps" \
+    trainer.max_time_s=$(( seconds * 105 / 100 )) trainer.ckpt_every=500 \
     hydra.run.dir="$work/$name" > "$work/$name.log" 2>&1 &
 done
 wait
-for name in "${!recipe[@]}"; do
-  echo "=== $name: ${recipe[$name]:-as in the experiment file}"
-  grep -h "stopped\|Error\|error:" "$work/$name.log" | tail -3
-  tail -1 "$work/$name/metrics.jsonl"
-  "${metarun[@]}" mode=eval +experiment=maml_omniglot_lake_20way ${recipe[$name]} $quiet \
-    trainer.ckpt_path="$work/$name/checkpoints/last.pt" hydra.run.dir="$work/${name}_lake" 2>&1 | tail -1
+for recipe in "${recipes[@]}"; do
+  name=${recipe%%=*}
+  echo "=== $name: ${recipe#*=}"
+  grep -h "budget\|Error\|error:" "$work/$name.log" | tail -3
+  grep '"train/loss"' "$work/$name/metrics.jsonl" | tail -1
+  "$python" -c "import json; r = json.load(open('$work/$name/results.json')); print('step', r.get('step'), 'wall_time_s', r.get('wall_time_s'))"
+  grep -h "one-shot runs" "$work/$name.log" | tail -1
 done
