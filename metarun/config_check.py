@@ -85,6 +85,18 @@ def check_positive_numbers(cfg, keys) -> None:
             raise ConfigError(key, value, "a positive number")
 
 
+def check_fit_max_steps(trainer) -> None:
+    fraction = trainer.fit_max_steps
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError("trainer.fit_max_steps", fraction, "null, or a fraction in (0, 1]")
+    if trainer.max_time_s is None:
+        raise ConfigError("trainer.fit_max_steps", fraction,
+                          "null while trainer.max_time_s is null (it fits the steps to that budget)")
+    calibration = trainer.calibration_steps
+    if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 2:
+        raise ConfigError("trainer.calibration_steps", calibration, "an integer >= 2")
+
+
 def check_booleans(cfg, keys) -> None:
     for key in keys:
         value = get(cfg, key)
@@ -126,6 +138,8 @@ def validate_config(cfg) -> None:
     check_integers(cfg, NON_NEGATIVE, 0)
     if cfg.trainer.max_time_s is not None:
         check_positive_numbers(cfg, ("trainer.max_time_s",))
+    if cfg.trainer.fit_max_steps is not None:
+        check_fit_max_steps(cfg.trainer)
     for key, minimum in ALGO_INTEGERS.get(cfg.algo.name, ()):
         check_integers(cfg, (key,), minimum)
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))

@@ -72,10 +72,13 @@ def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
     ("device.cache_host_memory=sometimes", "device.cache_host_memory"),
     ("trainer.max_time_s=0", "trainer.max_time_s"),
     ("trainer.max_time_s=15min", "trainer.max_time_s"),
+    ("trainer.fit_max_steps=0.9", "trainer.fit_max_steps"),  # no budget to fit to
+    ("trainer.max_time_s=60 trainer.fit_max_steps=1.5", "trainer.fit_max_steps"),
+    ("trainer.max_time_s=60 trainer.fit_max_steps=0.9 trainer.calibration_steps=1", "trainer.calibration_steps"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as error:
-        validate_config(make_cfg(override))
+        validate_config(make_cfg(*override.split()))
     assert error.value.key == key
     assert key in str(error.value)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import time
@@ -143,3 +144,37 @@ def test_time_budget_ends_training_before_it_runs_out_resumes_there_and_repeats_
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["scheduler"] == b["scheduler"] and repeat["mean"] == cut["mean"]
+
+
+def test_fitted_max_steps_fill_the_budget_resume_with_it_and_repeat_without_the_clock(
+        make_cfg, tmp_path, monkeypatch, caplog):
+    run_args = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "trainer.log_every=1000",
+                "eval.episodes=20", "algo.scheduler.name=cosine", "+algo.scheduler.total_steps=${trainer.max_steps}")
+    fitted_dir, repeat_dir = tmp_path / "fitted", tmp_path / "repeat"
+    fitted_dir.mkdir(), repeat_dir.mkdir()
+    caplog.set_level(logging.INFO, logger="metarun")
+    budget = ("trainer.max_steps=1000", "trainer.max_time_s=5.1", "trainer.fit_max_steps=1.0",
+              "trainer.calibration_steps=4")
+    monkeypatch.setattr(trainer_module, "time", TickingClock())
+    fitted = run(make_cfg(*run_args, *budget), fitted_dir)
+    monkeypatch.undo()
+    # 4 calibration steps of 0.25 s leave 4.1 s: 16 steps, the cosine's whole horizon
+    assert (fitted["step"], fitted["wall_time_s"]) == (16, 5.0)
+    state = load_checkpoint(fitted_dir / "checkpoints" / "last.pt")
+    assert state["step"] == 16 and state["config"]["trainer"]["max_steps"] == 16
+    assert state["scheduler"]["T_max"] == 16 and state["optimizer"]["param_groups"][0]["lr"] == 0.0
+    message = next(r.getMessage() for r in caplog.records if "trainer.fit_max_steps=1.0:" in r.getMessage())
+    assert "so trainer.max_steps=16" in message
+    assert message.endswith("trainer.max_time_s=null trainer.max_steps=16 trainer.fit_max_steps=null "
+                            "algo.scheduler.total_steps=16")
+
+    (fitted_dir / "results.json").unlink()  # resumed: keeps the fitted 16 steps, no new calibration
+    resumed = run(make_cfg(*run_args, *budget, "trainer.resume=true"), fitted_dir)
+    assert resumed["step"] == 16 and resumed["mean"] == fitted["mean"]
+
+    # the calibration touched neither the model, nor the optimiser, nor any random stream
+    repeat = run(make_cfg(*run_args, "trainer.max_steps=16"), repeat_dir)
+    b = load_checkpoint(repeat_dir / "checkpoints" / "last.pt")
+    for key in state["model"]:
+        assert torch.equal(state["model"][key], b["model"][key]), key
+    assert state["scheduler"] == b["scheduler"] and repeat["mean"] == fitted["mean"]

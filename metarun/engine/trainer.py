@@ -1,8 +1,10 @@
 """The meta-training loop: the same for every algorithm and data set."""
 from __future__ import annotations
 
+import copy
 import logging
 import signal
+import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -90,6 +92,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best, self.train_time = state["step"], state["best"], state["train_time"]
         self.step_time = state.get("step_time", 0.0)  # absent from checkpoints of older versions
+        if self.cfg.trainer.fit_max_steps is not None:  # the steps fitted when the run began
+            self.cfg.trainer.max_steps = state["config"]["trainer"]["max_steps"]
         restore_rng_states(state["rng"], self.generator)
         log.info(f"resumed from {path} at step {self.step}")
 
@@ -129,6 +133,8 @@ class Trainer:
 
     def fit(self) -> None:
         with self.stop_on_signals():
+            if self.cfg.trainer.fit_max_steps is not None and self.step == 0:
+                self.fit_max_steps_to_time()
             self.train_loop()
         if self.stop_signal is not None:
             name = signal.Signals(self.stop_signal).name
@@ -145,6 +151,58 @@ class Trainer:
             return False
         return bool(self.ranks.broadcast(self.train_time + self.step_time > budget))
 
+    def meta_train_step(self, learner: MetaLearner, optimizer: torch.optim.Optimizer,
+                        shape) -> tuple[dict, int]:
+        """One outer update of ``learner`` on a meta-batch drawn from the training stream;
+        returns its metrics and the number of tasks drawn."""
+        batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
+        tasks = len(batch)
+        batch = self.ranks.shard(batch).to(self.device)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(self.precision, self.device):
+            metrics = learner.meta_train_step(batch)
+        self.ranks.average_gradients(learner)
+        self.ranks.average_buffers(learner)
+        metrics = self.ranks.average_metrics(metrics)
+        optimizer.step()
+        return metrics, tasks
+
+    def fit_max_steps_to_time(self) -> None:
+        """``trainer.fit_max_steps``: times ``trainer.calibration_steps`` updates of a throwaway
+        copy of the learner and its optimiser, puts the random states back (so training is the
+        run that ``trainer.max_steps=N`` alone gives), and sets ``trainer.max_steps``, and with it
+        a schedule's horizon that interpolates it, to that fraction of the steps that fit in
+        the budget left. The calibration counts as training time. Rank 0 decides for all."""
+        tcfg = self.cfg.trainer
+        states = rng_states(self.generator)
+        trial = copy.deepcopy(self.learner)
+        optimizer = build_optimizer(trial, self.cfg.algo.optimizer)
+        durations = []
+        for _ in range(tcfg.calibration_steps):
+            started = time.perf_counter()
+            self.meta_train_step(trial, optimizer, train_shape(self.cfg))
+            durations.append(time.perf_counter() - started)
+        restore_rng_states(states, self.generator)
+        del trial, optimizer
+        self.train_time += sum(durations)
+        step_time = statistics.median(durations[len(durations) // 2:])  # past the warm-up
+        fitted = int(tcfg.fit_max_steps * (tcfg.max_time_s - self.train_time) / step_time)
+        tcfg.max_steps = self.ranks.broadcast(max(fitted, 1))
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.algo.scheduler)
+        log.info(f"trainer.fit_max_steps={tcfg.fit_max_steps}: {tcfg.calibration_steps} calibration "
+                 f"steps took {sum(durations):.1f} s ({step_time * 1e3:.1f} ms a step), so "
+                 f"trainer.max_steps={tcfg.max_steps}. To repeat this run without the clock: "
+                 f"{self.repeat_overrides(tcfg.max_steps)}")
+
+    def repeat_overrides(self, steps: int) -> str:
+        """The overrides that repeat a run stopped or fitted by the clock, step for step, without it."""
+        repeat = f"trainer.max_time_s=null trainer.max_steps={steps}"
+        if self.cfg.trainer.fit_max_steps is not None:
+            repeat += " trainer.fit_max_steps=null"
+        if self.cfg.algo.scheduler.get("total_steps") is not None:  # keep the schedule's horizon
+            repeat += f" algo.scheduler.total_steps={self.cfg.algo.scheduler.total_steps}"
+        return repeat
+
     def train_loop(self) -> None:
         tcfg, shape = self.cfg.trainer, train_shape(self.cfg)
         main = self.ranks.is_main
@@ -157,16 +215,8 @@ class Trainer:
         out_of_time = self.time_is_up()  # trainer.max_time_s reached: training ends, testing goes on
         while self.step < tcfg.max_steps and not out_of_time:
             started = time.perf_counter()
-            batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
-            window_tasks += len(batch)
-            batch = self.ranks.shard(batch).to(self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast_for(self.precision, self.device):
-                metrics = self.learner.meta_train_step(batch)
-            self.ranks.average_gradients(self.learner)
-            self.ranks.average_buffers(self.learner)
-            metrics = self.ranks.average_metrics(metrics)
-            self.optimizer.step()
+            metrics, tasks = self.meta_train_step(self.learner, self.optimizer, shape)
+            window_tasks += tasks
             self.scheduler.step()
             self.step += 1
             self.step_time = time.perf_counter() - started
@@ -204,12 +254,9 @@ class Trainer:
 
     def time_budget_message(self) -> str:
         tcfg = self.cfg.trainer
-        repeat = f"trainer.max_time_s=null trainer.max_steps={self.step}"
-        if self.cfg.algo.scheduler.get("total_steps") is not None:  # keep the schedule's horizon
-            repeat += f" algo.scheduler.total_steps={self.cfg.algo.scheduler.total_steps}"
         return (f"trainer.max_time_s={tcfg.max_time_s} reached: training stopped at step {self.step} of "
                 f"{tcfg.max_steps} after {self.train_time:.1f} s; the model of that step is tested. To "
-                f"repeat this run step for step without the clock: {repeat}")
+                f"repeat this run step for step without the clock: {self.repeat_overrides(self.step)}")
 
     @property
     def metric_name(self) -> str:
