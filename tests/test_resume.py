@@ -14,6 +14,7 @@ from conftest import metarun_command
 from metarun.cli import run
 from metarun.engine import trainer as trainer_module
 from metarun.engine.checkpoint import atomic_save, load_checkpoint
+from metarun.errors import ConfigError
 
 SHORT_SINUSOID_RUN = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=1200",
                       "trainer.ckpt_every=50", "trainer.val_every=250", "trainer.val_episodes=20",
@@ -149,7 +150,8 @@ def test_time_budget_ends_training_before_it_runs_out_resumes_there_and_repeats_
 def test_fitted_max_steps_fill_the_budget_resume_with_it_and_repeat_without_the_clock(
         make_cfg, tmp_path, monkeypatch, caplog):
     run_args = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "trainer.log_every=1000",
-                "eval.episodes=20", "algo.scheduler.name=cosine", "+algo.scheduler.total_steps=${trainer.max_steps}")
+                "eval.episodes=20", "algo.scheduler.name=cosine",
+                "+algo.scheduler.total_steps=${trainer.max_steps}")
     fitted_dir, repeat_dir = tmp_path / "fitted", tmp_path / "repeat"
     fitted_dir.mkdir(), repeat_dir.mkdir()
     caplog.set_level(logging.INFO, logger="metarun")
@@ -178,3 +180,11 @@ def test_fitted_max_steps_fill_the_budget_resume_with_it_and_repeat_without_the_
     for key in state["model"]:
         assert torch.equal(state["model"][key], b["model"][key]), key
     assert state["scheduler"] == b["scheduler"] and repeat["mean"] == fitted["mean"]
+
+
+def test_a_budget_that_calibration_spends_fails_naming_the_key(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "time", TickingClock())
+    with pytest.raises(ConfigError) as error:  # 4 calibration steps of 0.25 s leave nothing of 1 s
+        run(make_cfg("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_time_s=1.0",
+                     "trainer.fit_max_steps=1.0", "trainer.calibration_steps=4"), tmp_path)
+    assert error.value.key == "trainer.max_time_s" and "calibration" in str(error.value)

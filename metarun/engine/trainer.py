@@ -151,8 +151,8 @@ class Trainer:
             return False
         return bool(self.ranks.broadcast(self.train_time + self.step_time > budget))
 
-    def meta_train_step(self, learner: MetaLearner, optimizer: torch.optim.Optimizer,
-                        shape) -> tuple[dict, int]:
+    def outer_update(self, learner: MetaLearner, optimizer: torch.optim.Optimizer,
+                     shape) -> tuple[dict, int]:
         """One outer update of ``learner`` on a meta-batch drawn from the training stream;
         returns its metrics and the number of tasks drawn."""
         batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
@@ -180,14 +180,19 @@ class Trainer:
         durations = []
         for _ in range(tcfg.calibration_steps):
             started = time.perf_counter()
-            self.meta_train_step(trial, optimizer, train_shape(self.cfg))
+            self.outer_update(trial, optimizer, train_shape(self.cfg))
             durations.append(time.perf_counter() - started)
         restore_rng_states(states, self.generator)
         del trial, optimizer
         self.train_time += sum(durations)
         step_time = statistics.median(durations[len(durations) // 2:])  # past the warm-up
         fitted = int(tcfg.fit_max_steps * (tcfg.max_time_s - self.train_time) / step_time)
-        tcfg.max_steps = self.ranks.broadcast(max(fitted, 1))
+        fitted = self.ranks.broadcast(fitted)
+        if fitted < 1:
+            raise ConfigError("trainer.max_time_s", tcfg.max_time_s,
+                              f"enough for a step after the {tcfg.calibration_steps} calibration steps of "
+                              f"trainer.fit_max_steps, which took {sum(durations):.1f} s")
+        tcfg.max_steps = fitted
         self.scheduler = build_scheduler(self.optimizer, self.cfg.algo.scheduler)
         log.info(f"trainer.fit_max_steps={tcfg.fit_max_steps}: {tcfg.calibration_steps} calibration "
                  f"steps took {sum(durations):.1f} s ({step_time * 1e3:.1f} ms a step), so "
@@ -215,7 +220,7 @@ class Trainer:
         out_of_time = self.time_is_up()  # trainer.max_time_s reached: training ends, testing goes on
         while self.step < tcfg.max_steps and not out_of_time:
             started = time.perf_counter()
-            metrics, tasks = self.meta_train_step(self.learner, self.optimizer, shape)
+            metrics, tasks = self.outer_update(self.learner, self.optimizer, shape)
             window_tasks += tasks
             self.scheduler.step()
             self.step += 1
