@@ -21,6 +21,13 @@ SHORT_SINUSOID_RUN = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max
                       "trainer.log_every=1", "eval.episodes=50")
 
 
+def assert_same_parameters(a: dict, b: dict) -> None:
+    """Two state dicts hold the same tensors, bit for bit."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def last_logged_step(run_dir) -> int:
     try:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -49,8 +56,7 @@ def test_sigkill_mid_training_then_resume_gives_identical_parameters(cli, cache_
     a = load_checkpoint(straight / "checkpoints" / "last.pt")
     b = load_checkpoint(killed / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 1200
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert_same_parameters(a["model"], b["model"])
     for name in ("results.json",):
         ra, rb = (json.loads((d / name).read_text()) for d in (straight, killed))
         assert ra["mean"] == rb["mean"] and ra["ci95"] == rb["ci95"]
@@ -102,8 +108,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resumes_to_the_same_
     cli(*run, f"hydra.run.dir={stopped}", "trainer.resume=true")
     a = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(stopped / "checkpoints" / "last.pt")["model"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_parameters(a, b)
 
 
 class TickingClock:
@@ -142,8 +147,7 @@ def test_time_budget_ends_training_before_it_runs_out_resumes_there_and_repeats_
     repeat = run(make_cfg(*run_args, "trainer.max_steps=20"), repeat_dir)  # the log's recipe, real clock
     a = load_checkpoint(cut_dir / "checkpoints" / "last.pt")
     b = load_checkpoint(repeat_dir / "checkpoints" / "last.pt")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert_same_parameters(a["model"], b["model"])
     assert a["scheduler"] == b["scheduler"] and repeat["mean"] == cut["mean"]
 
 
@@ -177,8 +181,7 @@ def test_fitted_max_steps_fill_the_budget_resume_with_it_and_repeat_without_the_
     # the calibration touched neither the model, nor the optimiser, nor any random stream
     repeat = run(make_cfg(*run_args, "trainer.max_steps=16"), repeat_dir)
     b = load_checkpoint(repeat_dir / "checkpoints" / "last.pt")
-    for key in state["model"]:
-        assert torch.equal(state["model"][key], b["model"][key]), key
+    assert_same_parameters(state["model"], b["model"])
     assert state["scheduler"] == b["scheduler"] and repeat["mean"] == fitted["mean"]
 
 
