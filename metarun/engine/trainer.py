@@ -183,19 +183,19 @@ class Trainer:
             self.outer_update(trial, optimizer, train_shape(self.cfg))
             durations.append(time.perf_counter() - started)
         restore_rng_states(states, self.generator)
-        del trial, optimizer
-        self.train_time += sum(durations)
+        calibration_time = sum(durations)
+        self.train_time += calibration_time
         step_time = statistics.median(durations[len(durations) // 2:])  # past the warm-up
         fitted = int(tcfg.fit_max_steps * (tcfg.max_time_s - self.train_time) / step_time)
         fitted = self.ranks.broadcast(fitted)
         if fitted < 1:
             raise ConfigError("trainer.max_time_s", tcfg.max_time_s,
                               f"enough for a step after the {tcfg.calibration_steps} calibration steps of "
-                              f"trainer.fit_max_steps, which took {sum(durations):.1f} s")
+                              f"trainer.fit_max_steps, which took {calibration_time:.1f} s")
         tcfg.max_steps = fitted
         self.scheduler = build_scheduler(self.optimizer, self.cfg.algo.scheduler)
         log.info(f"trainer.fit_max_steps={tcfg.fit_max_steps}: {tcfg.calibration_steps} calibration "
-                 f"steps took {sum(durations):.1f} s ({step_time * 1e3:.1f} ms a step), so "
+                 f"steps took {calibration_time:.1f} s ({step_time * 1e3:.1f} ms a step), so "
                  f"trainer.max_steps={tcfg.max_steps}. To repeat this run without the clock: "
                  f"{self.repeat_overrides(tcfg.max_steps)}")
 
