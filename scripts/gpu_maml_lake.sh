@@ -64,7 +64,7 @@ wait
 for recipe in "${recipes[@]}"; do
   name=${recipe%%=*}
   echo "=== $name: ${recipe#*=}"
-  grep -h "budget\|Error\|error:" "$work/$name.log" | tail -3
+  grep -h "max_time_s=[0-9.]* reached\|Error\|error:" "$work/$name.log" | tail -3
   grep '"train/loss"' "$work/$name/metrics.jsonl" | tail -1
   "$python" -c "import json; r = json.load(open('$work/$name/results.json')); print('step', r.get('step'), 'wall_time_s', r.get('wall_time_s'))"
   grep -h "one-shot runs" "$work/$name.log" | tail -1
