@@ -97,6 +97,20 @@ def check_fit_max_steps(trainer) -> None:
         raise ConfigError("trainer.calibration_steps", calibration, "an integer >= 2")
 
 
+def check_cuda_graph(cfg) -> None:
+    """What a recorded outer update needs that the config decides (the device and the process
+    count are checked where they are known, by the trainer)."""
+    check_booleans(cfg, ("trainer.cuda_graph",))
+    if not cfg.trainer.cuda_graph:
+        return
+    if cfg.algo.optimizer.name != "adam":
+        raise ConfigError("trainer.cuda_graph", True, f"false with algo.optimizer.name={cfg.algo.optimizer.name} "
+                          "(recorded updates use Adam's capturable form; algo.optimizer.name=adam)")
+    if cfg.trainer.precision == "bf16":
+        raise ConfigError("trainer.cuda_graph", True, "false with trainer.precision=bf16 (autocast's weight "
+                          "cache cannot be recorded; trainer.precision=fp32)")
+
+
 def check_booleans(cfg, keys) -> None:
     for key in keys:
         value = get(cfg, key)
@@ -162,6 +176,7 @@ def validate_config(cfg) -> None:
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError("device.threads", threads, "auto or a positive integer")
     check_booleans(cfg, ("device.cache_host_memory",))
+    check_cuda_graph(cfg)
     if cfg.device.name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda", "auto or cpu: no CUDA device is visible to torch here")
     if cfg.eval.protocol == "lake_runs":

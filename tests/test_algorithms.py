@@ -194,7 +194,7 @@ def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo):
                           torch.rand(4, 10, 1, 12, 12, generator=generator, dtype=torch.float64),
                           torch.arange(5).repeat(2).expand(4, -1))
         learner.zero_grad()
-        metrics[batching] = learner.meta_train_step(batch)
+        metrics[batching] = {name: float(value) for name, value in learner.meta_train_step(batch).items()}
         gradients[batching] = {name: p.grad for name, p in learner.named_parameters()}
     assert gradients["loop"].keys() == gradients["vmap"].keys()
     for name, expected in gradients["loop"].items():

@@ -75,6 +75,9 @@ def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
     ("trainer.fit_max_steps=0.9", "trainer.fit_max_steps"),  # no budget to fit to
     ("trainer.max_time_s=60 trainer.fit_max_steps=1.5", "trainer.fit_max_steps"),
     ("trainer.max_time_s=60 trainer.fit_max_steps=0.9 trainer.calibration_steps=1", "trainer.calibration_steps"),
+    ("trainer.cuda_graph=yes", "trainer.cuda_graph"),
+    ("trainer.cuda_graph=true algo.optimizer.name=sgd", "trainer.cuda_graph"),
+    ("trainer.cuda_graph=true trainer.precision=bf16", "trainer.cuda_graph"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as error:
@@ -111,6 +114,7 @@ def test_cli_prints_one_line_errors(cli):
         (["data.shots=-1"], "data.shots=-1 is not allowed: a positive integer"),
         (["algo=nosuchalgo"], "Could not find 'algo/nosuchalgo'"),
         (["data.nosuchkey=1"], "nosuchkey"),
+        (["trainer.cuda_graph=true", "device=cpu"], "trainer.cuda_graph=True is not allowed: false on this cpu"),
     ]:
         done = cli(*args, check=False)
         assert done.returncode != 0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.base import MetaLearner, Metrics, mean_metrics
 from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.algorithms.inner_loop import backward_vmapped, inner_sgd, vmap_over_tasks
 from metarun.tasks import Task, TaskBatch
@@ -39,7 +39,7 @@ class ANIL(MetaLearner):
         return inner_sgd(self.head, dict(self.head.named_parameters()), support_features, support_y,
                          self.task_loss, self.inner_lr, steps, create_graph, inside_vmap)
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         if vmap_over_tasks(self.task_batching, self.body, batch.support_x.device):
             return self.meta_train_step_vmap(batch)
         per_task = []
@@ -51,7 +51,7 @@ class ANIL(MetaLearner):
             per_task.append(self.task_metrics(prediction.detach(), task.query_y))
         return mean_metrics(per_task)
 
-    def meta_train_step_vmap(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step_vmap(self, batch: TaskBatch) -> Metrics:
         def adapt_and_predict_queries(support_x, support_y, query_x):
             head = self.adapt_head(self.body(support_x), support_y, self.inner_steps,
                                    create_graph=not self.first_order, inside_vmap=True)

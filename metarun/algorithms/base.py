@@ -7,12 +7,15 @@ from torch import nn
 
 from metarun.tasks import Task, TaskBatch
 
+Metrics = dict[str, torch.Tensor]  # a training step's metrics by name (0-d tensors)
+
 
 class MetaLearner(nn.Module):
     """A meta-learner owns its meta-parameters (``self.parameters()``).
 
     ``meta_train_step`` computes the meta-gradient of one outer update into the parameters'
-    ``.grad`` and returns metrics; the trainer zeroes the gradients before and applies the
+    ``.grad`` and returns metrics (0-d tensors, which the trainer reads after the update, so a
+    step reads nothing back from the GPU and can be recorded as a CUDA graph); the trainer zeroes the gradients before and applies the
     optimiser after, so checkpointing, schedules and logging are the same for every algorithm.
     """
 
@@ -27,13 +30,13 @@ class MetaLearner(nn.Module):
             return F.mse_loss(prediction, target)
         return F.cross_entropy(prediction, target)
 
-    def task_metrics(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        metrics = {"loss": float(self.task_loss(prediction, target))}
+    def task_metrics(self, prediction: torch.Tensor, target: torch.Tensor) -> Metrics:
+        metrics = {"loss": self.task_loss(prediction, target).detach()}
         if self.kind != "regression":
-            metrics["acc"] = float((prediction.argmax(-1) == target).float().mean())
+            metrics["acc"] = (prediction.argmax(-1) == target).float().mean()
         return metrics
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         """One outer update's gradient. This default serves learners whose query predictions are
         differentiable end to end with no inner loop (the metric learners): the mean query loss
         of the batch's tasks, back-propagated task by task to hold one task's graph at a time."""
@@ -54,5 +57,5 @@ class MetaLearner(nn.Module):
         raise NotImplementedError
 
 
-def mean_metrics(per_task: list[dict[str, float]]) -> dict[str, float]:
+def mean_metrics(per_task: list[Metrics]) -> Metrics:
     return {k: sum(m[k] for m in per_task) / len(per_task) for k in per_task[0]}

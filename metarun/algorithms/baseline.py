@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.base import MetaLearner, Metrics
 from metarun.tasks import Task, TaskBatch
 
 # The new classifier's initialisation and mini-batch order while fine-tuning on a test task come
@@ -53,7 +53,7 @@ class Baseline(MetaLearner):
             return CosineClassifier(self.backbone.out_features, n_classes, self.cfg.scale)
         return nn.Linear(self.backbone.out_features, n_classes)
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         x = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
         y = torch.cat([batch.classes.gather(1, batch.support_y).flatten(),
                        batch.classes.gather(1, batch.query_y).flatten()])

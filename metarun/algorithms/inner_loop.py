@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from metarun.algorithms.base import Metrics
 from metarun.algorithms.batch_norm import vectorised
 from metarun.tasks import TaskBatch
 
@@ -62,7 +63,7 @@ def vmap_over_tasks(task_batching: str, model: nn.Module, device: torch.device) 
 
 
 def backward_vmapped(learner, model: nn.Module, adapt_and_predict_queries: Callable,
-                     batch: TaskBatch) -> dict[str, float]:
+                     batch: TaskBatch) -> Metrics:
     """Back-propagate the meta-batch's query loss with every task adapted at once:
     ``adapt_and_predict_queries(support_x, support_y, query_x)`` is one task's inner loop and
     query predictions, vmapped over the tasks while ``model`` runs in its vmap form."""

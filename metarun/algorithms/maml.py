@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.base import MetaLearner, Metrics, mean_metrics
 from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.algorithms.inner_loop import backward_vmapped, inner_sgd, vmap_over_tasks
 from metarun.tasks import Task, TaskBatch
@@ -48,7 +48,7 @@ class MAML(MetaLearner):
         return inner_sgd(self.model, params, task.support_x, task.support_y, self.task_loss,
                          self.step_sizes(), steps, create_graph)
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         if vmap_over_tasks(self.task_batching, self.model, batch.support_x.device):
             return self.meta_train_step_vmap(batch)
         per_task = []
@@ -59,7 +59,7 @@ class MAML(MetaLearner):
             per_task.append(self.task_metrics(prediction.detach(), task.query_y))
         return mean_metrics(per_task)
 
-    def meta_train_step_vmap(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step_vmap(self, batch: TaskBatch) -> Metrics:
         params, step_sizes = dict(self.model.named_parameters()), self.step_sizes()
 
         def adapt_and_predict_queries(support_x, support_y, query_x):

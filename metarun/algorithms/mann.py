@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.base import MetaLearner, Metrics
 from metarun.algorithms.sequence import embed_tasks, in_reading_order
 from metarun.tasks import Task, TaskBatch
 
@@ -149,7 +149,7 @@ class MANN(MetaLearner):
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         return self.read_tasks(task.support_x[None], task.support_y[None], task.query_x[None])[2][0]
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         support_logits, support_labels, query_logits = self.read_tasks(batch.support_x, batch.support_y,
                                                                        batch.query_x)
         loss = self.task_loss(query_logits.flatten(0, 1), batch.query_y.flatten())

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.base import MetaLearner, Metrics, mean_metrics
 from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.tasks import Task, TaskBatch
 
@@ -96,7 +96,7 @@ class MetaLSTM(MetaLearner):
             theta, f, i = self.cell(state[0], theta, grad, f, i)
         return theta
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         per_task = []
         for task in batch:
             theta = self.adapt(task, self.cfg.inner_steps)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metarun.algorithms.base import MetaLearner, mean_metrics
+from metarun.algorithms.base import MetaLearner, Metrics, mean_metrics
 from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
 from metarun.tasks import Task, TaskBatch
 
@@ -46,7 +46,7 @@ class Reptile(MetaLearner):
         self.transductive = self.has_batchnorm and cfg.transductive_bn
 
     def adapt(self, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int,
-              generator: torch.Generator | None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+              generator: torch.Generator | None) -> tuple[dict[str, torch.Tensor], Metrics]:
         """phi: ``steps`` optimiser steps from theta on mini-batches of (x, y); the metrics of the last."""
         params = {k: v.detach().clone().requires_grad_() for k, v in self.model.named_parameters()}
         if self.cfg.inner_optimizer == "adam":
@@ -64,7 +64,7 @@ class Reptile(MetaLearner):
             metrics = self.task_metrics(prediction.detach(), y[index])
         return {k: v.detach() for k, v in params.items()}, metrics
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         per_task = []
         theta = dict(self.model.named_parameters())
         for task in batch:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.base import MetaLearner, Metrics
 from metarun.algorithms.sequence import embed_tasks, in_reading_order
 from metarun.tasks import Task, TaskBatch
 
@@ -125,7 +125,7 @@ class SNAIL(MetaLearner):
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         return self.read_tasks(task.support_x[None], task.support_y[None], task.query_x[None])[0]
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_train_step(self, batch: TaskBatch) -> Metrics:
         logits = self.read_tasks(batch.support_x, batch.support_y, batch.query_x).flatten(0, 1)
         self.task_loss(logits, batch.query_y.flatten()).backward()
         return self.task_metrics(logits.detach(), batch.query_y.flatten())

@@ -9,20 +9,24 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from metarun.algorithms import MetaLearner
+from metarun.algorithms.base import Metrics
 from metarun.data import EpisodeSource, eval_shape, train_shape
 from metarun.engine.distributed import Ranks
 from metarun.engine.checkpoint import atomic_save, load_checkpoint, restore_rng_states, rng_states
+from metarun.engine.cuda_graph import GraphedUpdate, portable_optimizer_state
 from metarun.engine.evaluate import evaluate
 from metarun.engine.precision import autocast_for, cpu_computes_bf16, resolve_precision
 from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import HIGHER_IS_BETTER, primary, scalar_name
 from metarun.errors import ConfigError
+from metarun.tasks import TaskBatch
 
 log = logging.getLogger("metarun")
 
@@ -71,6 +75,11 @@ class Trainer:
         self.step_time = 0.0  # the last step's duration: what the next one is expected to take
         self.stop_signal: int | None = None  # SIGTERM / SIGINT received: stop after this step
         self.precision = resolve_precision(cfg.trainer.precision, device)
+        if cfg.trainer.cuda_graph and device.type != "cuda":
+            raise ConfigError("trainer.cuda_graph", True, f"false on this {device.type} (CUDA graphs need device=cuda)")
+        if cfg.trainer.cuda_graph and self.ranks.active:
+            raise ConfigError("trainer.cuda_graph", True, "false under torchrun (one process records its own "
+                              "updates; the gradients' all-reduce between ranks is not recorded)")
         if cfg.trainer.precision == "auto":
             log.info(f"trainer.precision=auto: {self.precision} on this {device.type}")
         elif self.precision == "bf16" and device.type == "cpu" and not cpu_computes_bf16():
@@ -80,7 +89,7 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.learner.state_dict(), "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
                 "train_time": self.train_time, "step_time": self.step_time, "rng": rng_states(self.generator),
                 "config": OmegaConf.to_container(self.cfg, resolve=True)}
@@ -151,21 +160,30 @@ class Trainer:
             return False
         return bool(self.ranks.broadcast(self.train_time + self.step_time > budget))
 
-    def outer_update(self, learner: MetaLearner, optimizer: torch.optim.Optimizer,
-                     shape) -> tuple[dict, int]:
-        """One outer update of ``learner`` on a meta-batch drawn from the training stream;
-        returns its metrics and the number of tasks drawn."""
+    def updater(self, learner: MetaLearner, optimizer: torch.optim.Optimizer) -> Callable[[TaskBatch], Metrics]:
+        """What makes one outer update of ``learner`` on a meta-batch: run eagerly, or recorded as a
+        CUDA graph once and replayed (``trainer.cuda_graph``)."""
+        def update(batch: TaskBatch) -> Metrics:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_for(self.precision, self.device):
+                metrics = learner.meta_train_step(batch)
+            self.ranks.average_gradients(learner)
+            self.ranks.average_buffers(learner)
+            optimizer.step()
+            return metrics
+
+        if self.cfg.trainer.cuda_graph:
+            return GraphedUpdate(update, optimizer, self.device)
+        return update
+
+    def outer_update(self, update: Callable[[TaskBatch], Metrics], shape) -> tuple[dict[str, float], int]:
+        """One outer update (``update``, from ``updater``) on a meta-batch drawn from the training
+        stream; returns its metrics and the number of tasks drawn."""
         batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
         tasks = len(batch)
         batch = self.ranks.shard(batch).to(self.device)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast_for(self.precision, self.device):
-            metrics = learner.meta_train_step(batch)
-        self.ranks.average_gradients(learner)
-        self.ranks.average_buffers(learner)
-        metrics = self.ranks.average_metrics(metrics)
-        optimizer.step()
-        return metrics, tasks
+        metrics = {name: float(value) for name, value in update(batch).items()}
+        return self.ranks.average_metrics(metrics), tasks
 
     def fit_max_steps_to_time(self) -> None:
         """``trainer.fit_max_steps``: times ``trainer.calibration_steps`` updates of a throwaway
@@ -176,11 +194,11 @@ class Trainer:
         tcfg = self.cfg.trainer
         states = rng_states(self.generator)
         trial = copy.deepcopy(self.learner)
-        optimizer = build_optimizer(trial, self.cfg.algo.optimizer)
+        update = self.updater(trial, build_optimizer(trial, self.cfg.algo.optimizer))
         durations = []
         for _ in range(tcfg.calibration_steps):
             started = time.perf_counter()
-            self.outer_update(trial, optimizer, train_shape(self.cfg))
+            self.outer_update(update, train_shape(self.cfg))
             durations.append(time.perf_counter() - started)
         restore_rng_states(states, self.generator)
         calibration_time = sum(durations)
@@ -217,10 +235,11 @@ class Trainer:
                    disable=not (tcfg.progress and main), dynamic_ncols=True)
         self.learner.train()
         window_start, window_tasks = time.perf_counter(), 0
+        update = self.updater(self.learner, self.optimizer)
         out_of_time = self.time_is_up()  # trainer.max_time_s reached: training ends, testing goes on
         while self.step < tcfg.max_steps and not out_of_time:
             started = time.perf_counter()
-            metrics, tasks = self.outer_update(self.learner, self.optimizer, shape)
+            metrics, tasks = self.outer_update(update, shape)
             window_tasks += tasks
             self.scheduler.step()
             self.step += 1
@@ -235,7 +254,7 @@ class Trainer:
             if self.step % tcfg.log_every == 0:
                 now = time.perf_counter()
                 record = {f"train/{k}": v for k, v in metrics.items()}
-                record["lr"] = self.optimizer.param_groups[0]["lr"]
+                record["lr"] = float(self.optimizer.param_groups[0]["lr"])  # a tensor under trainer.cuda_graph
                 record["perf/tasks_per_s"] = window_tasks / (now - window_start)
                 logger.log(self.step, record)
                 window_start, window_tasks = now, 0
