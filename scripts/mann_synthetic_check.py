@@ -74,7 +74,7 @@ def train(learner: MANN, steps: int, lr: float, task_shape: dict, seed: int, eve
     accuracy, start = [], time.perf_counter()
     for step in range(1, steps + 1):
         optimizer.zero_grad()
-        accuracy.append(learner.meta_train_step(gaussian_class_tasks(generator, **task_shape))["acc"])
+        accuracy.append(float(learner.meta_train_step(gaussian_class_tasks(generator, **task_shape))["acc"]))
         optimizer.step()
         if every and step % every == 0:
             recent = accuracy[-every:]
