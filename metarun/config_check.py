@@ -85,6 +85,18 @@ def check_positive_numbers(cfg, keys) -> None:
             raise ConfigError(key, value, "a positive number")
 
 
+# the affine augmentation's ranges: key -> (lowest allowed, the bound it must stay under)
+AFFINE_RANGES = {"data.augment.rotate_degrees": (0, 180), "data.augment.shear": (0, 1),
+                 "data.augment.scale": (0, 1), "data.augment.translate": (0, 1)}
+
+
+def check_affine_ranges(cfg) -> None:
+    for key, (low, high) in AFFINE_RANGES.items():
+        value = get(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+            raise ConfigError(key, value, f"a number in [{low}, {high}) (0: off)")
+
+
 def check_fit_max_steps(trainer) -> None:
     fraction = trainer.fit_max_steps
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
@@ -137,6 +149,7 @@ def validate_config(cfg) -> None:
         check_integers(cfg, EPISODE_SHAPE, 1)
     if cfg.data.kind == "image":
         check_integers(cfg, ("data.augment.crop_padding",), 0)
+        check_affine_ranges(cfg)
     if cfg.backbone.name == "resnet12":
         check_integers(cfg, ("backbone.drop_block.size", "backbone.drop_block.anneal_steps"), 1)
         if cfg.backbone.drop_block.size % 2 == 0:

@@ -76,6 +76,9 @@ def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
     ("trainer.max_time_s=60 trainer.fit_max_steps=1.5", "trainer.fit_max_steps"),
     ("trainer.max_time_s=60 trainer.fit_max_steps=0.9 trainer.calibration_steps=1", "trainer.calibration_steps"),
     ("trainer.cuda_graph=yes", "trainer.cuda_graph"),
+    ("data.augment.rotate_degrees=-5", "data.augment.rotate_degrees"),
+    ("data.augment.scale=1.5", "data.augment.scale"),
+    ("data.augment.translate=2px", "data.augment.translate"),
     ("trainer.cuda_graph=true algo.optimizer.name=sgd", "trainer.cuda_graph"),
     ("trainer.cuda_graph=true trainer.precision=bf16", "trainer.cuda_graph"),
 ])

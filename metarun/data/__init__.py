@@ -28,7 +28,7 @@ def prepare_images(sources: dict[str, FewShotImageSource | None], data_cfg) -> N
         for source in sources.values():
             if source is not None:
                 source.normalisation = statistics
-    augmentation = Augmentation(data_cfg.augment.flip, data_cfg.augment.crop_padding)
+    augmentation = Augmentation(**data_cfg.augment)
     train.augmentation = augmentation if augmentation.active else None
 
 
