@@ -5,7 +5,8 @@
 #   3. every few-shot learner meta-trained, checkpointed and tested end to end (a short zoo
 #      sweep with its comparison report), then the regression and meta-RL families
 #   4. determinism: two runs of one seed and a run resumed halfway, compared parameter by
-#      parameter, with trainer.deterministic true and false
+#      parameter, with trainer.deterministic true and false, and with trainer.cuda_graph=true;
+#      then updates/s with and without CUDA graphs (scripts/bench_cuda_graph.py)
 #   5. MAML on Omniglot 5-way 1-shot for the time that is left, then tested on the test episodes
 #
 #   bash scripts/gpu_check.sh WORK_DIR SECONDS [LEARN2LEARN_SRC]
@@ -63,32 +64,41 @@ timeout 90 "${metarun[@]}" algo=maml data=navigation2d backbone=mlp trainer.max_
 section "determinism: MAML, $det_steps updates of 8 tasks, straight twice and resumed halfway"
 short="algo=maml algo.meta_batch=8 trainer.max_steps=$det_steps trainer.val_every=0 trainer.ckpt_every=$(( det_steps / 2 ))
   eval.episodes=20 $quiet"
-for deterministic in true false; do
-  runs="$work/det_$deterministic"
+graphs=$([ "$device" = cuda ] && echo graph)  # trainer.cuda_graph: deterministic kernels, updates replayed
+for variant in true false $graphs; do
+  runs="$work/det_$variant"
   mkdir -p "$runs"
+  keys=$([ "$variant" = graph ] && echo "trainer.deterministic=true trainer.cuda_graph=true" || echo "trainer.deterministic=$variant")
   for name in a b; do
-    "${metarun[@]}" $short trainer.deterministic=$deterministic hydra.run.dir="$runs/$name" > "$runs/$name.log" 2>&1
+    "${metarun[@]}" $short $keys hydra.run.dir="$runs/$name" > "$runs/$name.log" 2>&1
   done
-  "${metarun[@]}" $short trainer.deterministic=$deterministic trainer.max_steps=$(( det_steps / 2 )) hydra.run.dir="$runs/r" \
-    > "$runs/r.log" 2>&1
+  "${metarun[@]}" $short $keys trainer.max_steps=$(( det_steps / 2 )) hydra.run.dir="$runs/r" > "$runs/r.log" 2>&1
   rm -f "$runs/r/results.json"
-  "${metarun[@]}" $short trainer.deterministic=$deterministic trainer.resume=true hydra.run.dir="$runs/r" >> "$runs/r.log" 2>&1
+  "${metarun[@]}" $short $keys trainer.resume=true hydra.run.dir="$runs/r" >> "$runs/r.log" 2>&1
 done
 "$python" - "$work" <<'EOF'
 import json, sys
 from pathlib import Path
 import torch
 work = Path(sys.argv[1])
-for deterministic in ("true", "false"):
-    runs = work / f"det_{deterministic}"
+for variant in ("true", "false", "graph"):
+    runs = work / f"det_{variant}"
+    if not runs.exists():
+        continue
+    label = "cuda_graph=true" if variant == "graph" else f"deterministic={variant}"
     model = {name: torch.load(runs / name / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
              for name in "abr"}
     for other, what in (("b", "a second straight run"), ("r", "the run resumed halfway")):
         gap = max((model["a"][key].float() - model[other][key].float()).abs().max().item() for key in model["a"])
-        print(f"deterministic={deterministic}: largest parameter difference, straight run vs {what}: {gap:.3g}")
+        print(f"{label}: largest parameter difference, straight run vs {what}: {gap:.3g}")
     times = [json.loads((runs / name / "results.json").read_text())["wall_time_s"] for name in "ab"]
-    print(f"deterministic={deterministic}: training time of the straight runs {times[0]:.1f} s, {times[1]:.1f} s")
+    print(f"{label}: training time of the straight runs {times[0]:.1f} s, {times[1]:.1f} s")
 EOF
+
+if [ "$device" = cuda ]; then
+  section "CUDA graphs: 20-way MAML updates/s, eager against replayed, and the parameters after 100 updates"
+  timeout 120 "$python" scripts/bench_cuda_graph.py --updates 100 algo.inner_steps=1 data.queries=5
+fi
 
 section "MAML, Omniglot 5-way 1-shot, for the time left"
 timeout $(( $(left) > 105 ? $(left) - 75 : 30 )) "${metarun[@]}" algo=maml trainer.max_steps=60000 trainer.val_every=0 \

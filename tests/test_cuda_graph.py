@@ -1,5 +1,6 @@
 """trainer.cuda_graph: what can be checked without a GPU. Recording and replaying itself needs
-CUDA; scripts/gpu_check.sh compares a graphed run with an eager one on a GPU."""
+CUDA: scripts/bench_cuda_graph.py compares a graphed run with an eager one on a GPU, and
+scripts/gpu_check.sh checks that a graphed run repeats itself and resumes to the same parameters."""
 import pytest
 import torch
 
