@@ -21,13 +21,12 @@ from typing import Callable
 
 import torch
 
+from metarun.algorithms.base import Metrics
 from metarun.tasks import TaskBatch
 
 # eager updates before recording: lazily created state (cuBLAS/cuDNN handles, Adam's moments,
 # autograd's stream bookkeeping) exists by then. The results do not depend on it.
 EAGER_UPDATES_BEFORE_RECORDING = 3
-
-Metrics = dict[str, torch.Tensor]
 
 
 class GraphedUpdate:
