@@ -15,8 +15,9 @@ class MetaLearner(nn.Module):
 
     ``meta_train_step`` computes the meta-gradient of one outer update into the parameters'
     ``.grad`` and returns metrics (0-d tensors, which the trainer reads after the update, so a
-    step reads nothing back from the GPU and can be recorded as a CUDA graph); the trainer zeroes the gradients before and applies the
-    optimiser after, so checkpointing, schedules and logging are the same for every algorithm.
+    step reads nothing back from the GPU and can be recorded as a CUDA graph); the trainer
+    zeroes the gradients before and applies the optimiser after, so checkpointing, schedules and
+    logging are the same for every algorithm.
     """
 
     def __init__(self, kind: str):
