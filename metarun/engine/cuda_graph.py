@@ -1,9 +1,10 @@
 """``trainer.cuda_graph``: an outer update recorded once as a CUDA graph and replayed.
 
 A vmapped second-order MAML update on Conv4 is some 3,300 operator calls (20-way, one inner step;
-torch.profiler), each through Python, the dispatcher and functorch's transforms. A CUDA graph launches the recorded kernels
-again with one call. Measured on an H100 (scripts/bench_cuda_graph.py, 20-way MAML, meta-batch
-16): 29.8 updates a second against 20.9 eager, 1.43x; the rest of the step is GPU work.
+torch.profiler), each through Python, the dispatcher and functorch's transforms. A CUDA graph
+launches the recorded kernels again with one call. Measured on an H100
+(scripts/bench_cuda_graph.py, 20-way MAML, meta-batch 16): 29.8 updates a second against 20.9
+eager, 1.43x; the rest of the step is GPU work.
 
 Recording needs a step whose kernels and tensor shapes are the same every time, with no value
 read back by the CPU in between: the meta-batch therefore arrives in tensors that the graph owns
