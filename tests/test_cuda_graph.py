@@ -20,7 +20,7 @@ def adam_after_steps(steps: int) -> tuple[torch.nn.Parameter, torch.optim.Adam]:
 def test_a_graphed_runs_optimiser_state_resumes_in_an_eager_run():
     """Checkpoints hold the eager form (lr a number, not capturable, step counts on the CPU), so
     a run recorded on a GPU resumes without graphs (on a CPU, say) as if it had run eagerly."""
-    _, optimizer = adam_after_steps(3)
+    trained, optimizer = adam_after_steps(3)
     make_capturable(optimizer, torch.device("cpu"))  # as a graphed run holds it (capturable Adam steps on GPUs only)
     state = portable_optimizer_state(optimizer.state_dict())
     group = state["param_groups"][0]
@@ -30,7 +30,7 @@ def test_a_graphed_runs_optimiser_state_resumes_in_an_eager_run():
 
     weight, resumed = adam_after_steps(0)
     with torch.no_grad():
-        weight.copy_(optimizer.param_groups[0]["params"][0])
+        weight.copy_(trained)
     resumed.load_state_dict(state)
     reference, eager = adam_after_steps(3)
     for optimizer_, parameter in ((resumed, weight), (eager, reference)):
