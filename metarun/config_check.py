@@ -23,7 +23,8 @@ CHOICES = {
     "trainer.precision": ("fp32", "bf16", "auto"),
 }
 OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
-                    "data.source": ("auto", "embedded", "local", "download")}
+                    "data.source": ("auto", "embedded", "local", "download"),
+                    "data.train_task_classes": ("any", "same_alphabet")}
 DOWNLOADABLE_CHOICES = {"data.source": ("auto", "local")}
 POSITIVE = ("algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every", "trainer.log_every",
             "trainer.val_episodes", "eval.episodes")
@@ -247,6 +248,11 @@ def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
             raise ConfigError(f"{prefix}.ways", shape.ways,
                               f"at most {source.n_classes}: the {split} split of {cfg.data.name} "
                               f"({cfg.data.get('split', '')}) has {source.n_classes} classes")
+        if shape.ways > source.largest_group:
+            raise ConfigError(f"{prefix}.ways", shape.ways,
+                              f"at most {source.largest_group} with data.train_task_classes="
+                              f"{cfg.data.train_task_classes}: the {split} split's largest alphabet "
+                              f"has {source.largest_group} classes")
         if shape.shots + shape.queries > source.min_images_per_class:
             raise ConfigError(f"{prefix}.shots + {prefix}.queries", shape.shots + shape.queries,
                               f"at most {source.min_images_per_class}: the images of one class")

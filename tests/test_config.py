@@ -77,6 +77,7 @@ def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
     ("trainer.max_time_s=60 trainer.fit_max_steps=0.9 trainer.calibration_steps=1", "trainer.calibration_steps"),
     ("trainer.cuda_graph=yes", "trainer.cuda_graph"),
     ("data.augment.rotate_degrees=-5", "data.augment.rotate_degrees"),
+    ("data.train_task_classes=same_drawer", "data.train_task_classes"),
     ("data.augment.scale=1.5", "data.augment.scale"),
     ("data.augment.translate=2px", "data.augment.translate"),
     ("trainer.cuda_graph=true algo.optimizer.name=sgd", "trainer.cuda_graph"),
@@ -104,6 +105,9 @@ def test_wrong_backbone_for_data_says_which_fits(make_cfg):
     (("data.ways=500",), "data.ways=500 is not allowed: at most 400: the val split"),
     (("data.ways=2000", "data.val_characters=0"), "data.ways=2000 is not allowed: at most 1692: the test split"),
     (("data.shots=10", "data.queries=15"), "data.shots + data.queries=25 is not allowed: at most 20"),
+    (("data.split=lake", "data.train_task_classes=same_alphabet", "algo.episode.ways=60"),
+     "algo.episode.ways=60 is not allowed: at most 47 with data.train_task_classes=same_alphabet: "
+     "the train split's largest alphabet has 47 classes"),
 ])
 def test_episode_shapes_beyond_the_data_fail_at_start(make_cfg, overrides, message):
     cfg = make_cfg("algo=protonet", *overrides)

@@ -1,6 +1,8 @@
 """The episode sampler and the Omniglot splits."""
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,8 @@ from metarun.data.sinusoid import SinusoidSource
 
 def omniglot_cfg(**changes):
     base = dict(name="omniglot", kind="image", source="embedded", split="vinyals", val_characters=100,
-                split_seed=0, rotations=True, image_size=28, ways=5, shots=1, queries=15)
+                split_seed=0, rotations=True, image_size=28, ways=5, shots=1, queries=15,
+                train_task_classes="any")
     return OmegaConf.create({**base, **changes})
 
 
@@ -98,6 +101,29 @@ def test_same_seed_same_episodes_and_fresh_images_per_draw(sources):
     _, first = source.draw(generator, 1, 5, 3)
     repeats = [source.draw(generator, 1, 5, 3)[1] for _ in range(5)]
     assert any(not torch.equal(first, r) for r in repeats)
+
+
+def test_same_alphabet_episodes_keep_to_one_rotated_alphabet(arrays):
+    grouped = build_omniglot(omniglot_cfg(split="lake", train_task_classes="same_alphabet"), None)
+    train, names = grouped["train"], arrays["character_names"]
+    characters = split_characters(arrays, "lake", 100, split_seed=0)["train"]
+    character_of_class = np.repeat(characters, 4)  # each character once per rotation, in that order
+    classes, _ = train.draw(torch.Generator().manual_seed(0), 400, 20, 2)
+    alphabets_drawn = set()
+    for task in classes.tolist():
+        alphabets = {str(names[character_of_class[c]]).split("/")[0] for c in task}
+        rotations = {int(train.rotation[c]) for c in task}
+        assert len(alphabets) == 1 and len(rotations) == 1 and len(set(task)) == 20
+        alphabets_drawn |= alphabets
+    # every background alphabet left with 20 characters after the validation hold-out is drawn
+    counts = collections.Counter(str(names[c]).split("/")[0] for c in characters)
+    assert alphabets_drawn == {a for a, n in counts.items() if n >= 20}
+    assert train.largest_group == max(counts.values())
+    assert grouped["val"].class_group is None and grouped["test"].class_group is None
+    # ungrouped sources draw exactly as before the option existed
+    plain = build_omniglot(omniglot_cfg(split="lake"), None)["train"]
+    before = torch.rand(3, plain.n_classes, generator=torch.Generator().manual_seed(5)).argsort(dim=1)[:, :20]
+    assert torch.equal(plain.draw(torch.Generator().manual_seed(5), 3, 20, 2)[0], before)
 
 
 def test_sinusoid_tasks_follow_the_paper_ranges():

@@ -52,6 +52,10 @@ class FewShotImageSource(EpisodeSource):
     ``class_images[c]`` lists the indices (into ``images``) of class c's images, and
     ``class_rotation[c]`` the number of quarter turns applied to them, so a rotated copy of a
     character is a class of its own without storing rotated images.
+
+    ``class_group`` (set by a data set that groups its classes, e.g. Omniglot's alphabets) makes
+    every episode draw its classes from one group: the group uniformly among those with at least
+    ``ways`` classes, then the classes uniformly within it.
     """
 
     metric = "accuracy"
@@ -71,6 +75,7 @@ class FewShotImageSource(EpisodeSource):
                          else torch.zeros(len(class_images), dtype=torch.long))
         self.normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # per-channel mean, std
         self.augmentation: Augmentation | None = None  # the meta-training split's alone
+        self.class_group: torch.Tensor | None = None  # [n_classes] group ids; None: classes drawn from all
 
     def channel_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and standard deviation of the pixel values in [0, 1], over up to
@@ -104,6 +109,13 @@ class FewShotImageSource(EpisodeSource):
         return int(self.counts.min())
 
     @property
+    def largest_group(self) -> int:
+        """The classes of the largest group (all classes when ungrouped): the most ways an episode can have."""
+        if self.class_group is None:
+            return self.n_classes
+        return int(torch.bincount(self.class_group).max())
+
+    @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
 
@@ -115,12 +127,23 @@ class FewShotImageSource(EpisodeSource):
              per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Class ids [T, ways] (distinct within a task, in random label order) and image ids
         [T, ways, per_class] (distinct within a class)."""
-        classes = torch.rand(n_tasks, self.n_classes, generator=generator).argsort(dim=1)[:, :ways]
+        keys = torch.rand(n_tasks, self.n_classes, generator=generator)
+        if self.class_group is not None:
+            keys[self.class_group != self.draw_groups(generator, n_tasks, ways).unsqueeze(1)] = 2.0
+        classes = keys.argsort(dim=1)[:, :ways]  # keys of 2.0 (other groups' classes) sort last
         keys = torch.rand(n_tasks, ways, self.table.shape[1], generator=generator)
         beyond = torch.arange(self.table.shape[1]) >= self.counts[classes].unsqueeze(-1)
         keys[beyond] = 2.0  # slots past a class's last image sort last and are never picked
         slots = keys.argsort(dim=-1)[..., :per_class]
         return classes, self.table[classes.unsqueeze(-1), slots]
+
+    def draw_groups(self, generator: torch.Generator, n_tasks: int, ways: int) -> torch.Tensor:
+        """One group id per task, uniformly among the groups with at least ``ways`` classes."""
+        sizes = torch.bincount(self.class_group)
+        eligible = torch.nonzero(sizes >= ways).flatten()
+        if len(eligible) == 0:
+            raise ValueError(f"no class group has {ways} classes (the largest has {int(sizes.max())})")
+        return eligible[torch.randint(len(eligible), (n_tasks,), generator=generator)]
 
     def sample(self, generator, n_tasks, ways, shots, queries) -> TaskBatch:
         classes, picks = self.draw(generator, n_tasks, ways, shots + queries)

@@ -128,8 +128,8 @@ def build_omniglot(data_cfg, paths_cfg) -> dict[str, FewShotImageSource | None]:
     starts = np.searchsorted(arrays["character"][by_character], np.arange(len(arrays["character_names"]) + 1))
     rotations = (0, 1, 2, 3) if data_cfg.rotations else (0,)
     sources: dict[str, FewShotImageSource | None] = {}
-    for name, characters in split_characters(arrays, data_cfg.split, data_cfg.val_characters,
-                                             data_cfg.split_seed).items():
+    split = split_characters(arrays, data_cfg.split, data_cfg.val_characters, data_cfg.split_seed)
+    for name, characters in split.items():
         if len(characters) == 0:
             sources[name] = None
             continue
@@ -140,4 +140,15 @@ def build_omniglot(data_cfg, paths_cfg) -> dict[str, FewShotImageSource | None]:
                 class_images.append(idx)
                 class_rotation.append(k)
         sources[name] = FewShotImageSource(images, class_images, torch.tensor(class_rotation))
+    if data_cfg.train_task_classes == "same_alphabet":
+        sources["train"].class_group = alphabet_groups(arrays["character_names"], split["train"], len(rotations))
     return sources
+
+
+def alphabet_groups(character_names, characters: np.ndarray, n_rotations: int) -> torch.Tensor:
+    """The group id of each class that ``build_omniglot`` makes of ``characters`` (each character
+    once per rotation, in that order): one group per (alphabet, rotation)."""
+    alphabets = sorted({str(character_names[c]).split("/")[0] for c in characters})
+    index = {a: i for i, a in enumerate(alphabets)}
+    return torch.tensor([index[str(character_names[c]).split("/")[0]] * n_rotations + k
+                         for c in characters for k in range(n_rotations)])
