@@ -52,9 +52,15 @@ ALGO_INTEGERS = {
        for name in ("baseline", "baselinepp")},
 }
 ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",)}
+TASK_BATCHING = ("loop", "vmap", "auto")
+# learners whose output layer may start every task at zero (algo.head_init), and of those, the
+# ones that then serve any number of ways (Meta-SGD keeps learned inner rates for the head)
+HEAD_INIT_LEARNERS = ("maml", "fomaml", "metasgd")
+ANY_WAYS_WITH_ZERO_HEAD = ("maml", "fomaml")
 ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")},
-                **{name: {"algo.task_batching": ("loop", "vmap", "auto")}
-                   for name in ("maml", "fomaml", "metasgd", "anil")}}
+                "anil": {"algo.task_batching": TASK_BATCHING},
+                **{name: {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned", "zero")}
+                   for name in HEAD_INIT_LEARNERS}}
 
 
 def get(cfg, key: str):
@@ -177,9 +183,16 @@ def validate_config(cfg) -> None:
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))
-    if cfg.algo.name in FIXED_WAYS and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
+    zero_head = cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init == "zero"
+    if zero_head and cfg.data.kind != "image":
+        raise ConfigError("algo.head_init", "zero", f"learned with data={cfg.data.name} (the zero head is "
+                          "for classification, one output per way)")
+    any_ways = zero_head and cfg.algo.name in ANY_WAYS_WITH_ZERO_HEAD
+    if (cfg.algo.name in FIXED_WAYS and not any_ways and cfg.data.kind == "image"
+            and cfg.algo.episode.ways != cfg.data.ways):
+        also = " (or algo.head_init=zero)" if cfg.algo.name in ANY_WAYS_WITH_ZERO_HEAD else ""
         raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
-                          f"equal to data.ways ({cfg.data.ways}): algo={cfg.algo.name} has one output "
+                          f"equal to data.ways ({cfg.data.ways}){also}: algo={cfg.algo.name} has one output "
                           "unit per way, so it is meta-trained and tested with the same ways")
     if cfg.data.kind not in BACKBONES[cfg.backbone.name]:
         fitting = [b for b, kinds in BACKBONES.items() if cfg.data.kind in kinds]

@@ -22,7 +22,7 @@ from metarun.tasks import Task
 def tiny_maml(first_order: bool, steps: int = 2) -> tuple[MAML, object]:
     torch.manual_seed(0)
     cfg = OmegaConf.create(dict(first_order=first_order, inner_lr=0.3, inner_steps=steps,
-                                eval_inner_steps=steps, transductive_bn=True, task_batching="loop"))
+                                eval_inner_steps=steps, transductive_bn=True, task_batching="loop", head_init="learned"))
     learner = MAML(MLP(1, [6]), 1, "regression", cfg).double()
     batch = SinusoidSource((0.1, 5.0), (0.0, np.pi), (-5.0, 5.0)).sample(
         torch.Generator().manual_seed(1), 3, 1, 5, 5)
@@ -150,7 +150,7 @@ def test_maml_non_transductive_batch_norm_ignores_other_queries():
     from metarun.backbones.conv4 import Conv4
     torch.manual_seed(0)
     cfg = OmegaConf.create(dict(first_order=True, inner_lr=0.4, inner_steps=1, eval_inner_steps=1,
-                                transductive_bn=False, task_batching="loop"))
+                                transductive_bn=False, task_batching="loop", head_init="learned"))
     # channels-last Conv4, the default: the per-query predictions run it inside vmap
     learner = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 3, "image", cfg).eval()
     from metarun.tasks import Task
@@ -174,15 +174,16 @@ def test_auto_task_batching_vmaps_on_cuda_and_for_convolution_free_models():
     assert vmap_over_tasks("vmap", cnn, cpu) and not vmap_over_tasks("loop", mlp, cuda)
 
 
-@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd", "anil"])
-def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo):
+@pytest.mark.parametrize("algo, head_init", [("maml", "learned"), ("fomaml", "learned"), ("metasgd", "learned"),
+                                             ("anil", "learned"), ("maml", "zero")])
+def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo, head_init):
     """algo.task_batching=vmap and =loop: the same meta-gradient, batch norm and 2 inner steps
     included (in float64, where the fused batch-norm kernel under vmap was 1.7e-2 off)."""
     from metarun.algorithms import HEAD_LEARNERS
     from metarun.backbones.conv4 import Conv4
     from metarun.tasks import TaskBatch
     settings = dict(first_order=algo == "fomaml", inner_lr=0.4, inner_steps=2, eval_inner_steps=2,
-                    transductive_bn=True, inner_lr_init=[0.05, 0.1])
+                    transductive_bn=True, inner_lr_init=[0.05, 0.1], head_init=head_init, episode={"ways": 5})
     gradients, metrics = {}, {}
     for batching in ("loop", "vmap"):
         torch.manual_seed(0)
@@ -200,3 +201,31 @@ def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo):
     for name, expected in gradients["loop"].items():
         torch.testing.assert_close(gradients["vmap"][name], expected, rtol=1e-9, atol=1e-12, msg=name)
     assert metrics["vmap"] == pytest.approx(metrics["loop"], rel=1e-6)  # accuracy: a float32 mean
+
+
+def test_zero_head_starts_every_task_at_zero_with_its_own_ways():
+    """algo.head_init=zero (Kao et al. 2022): the head is never meta-learned, and a learner
+    meta-trained 7-way adapts to 3-way tasks (one zero row per way)."""
+    from metarun.backbones.conv4 import Conv4
+    from metarun.tasks import TaskBatch
+    torch.manual_seed(0)
+    cfg = OmegaConf.create(dict(first_order=False, inner_lr=0.4, inner_steps=1, eval_inner_steps=2,
+                                transductive_bn=True, task_batching="loop", head_init="zero", episode={"ways": 7}))
+    learner = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 5, "image", cfg)
+    generator = torch.Generator().manual_seed(1)
+    batch = TaskBatch(torch.rand(2, 7, 1, 12, 12, generator=generator), torch.arange(7).expand(2, -1),
+                      torch.rand(2, 14, 1, 12, 12, generator=generator), torch.arange(7).repeat(2).expand(2, -1))
+    learner.zero_grad()
+    learner.meta_train_step(batch)
+    assert learner.head.weight.grad is None and not learner.head.weight.any() and not learner.head.bias.any()
+    body = dict(learner.model.named_parameters())
+    assert all(body[name].grad is not None for name in body if not name.startswith("1."))
+    assert body["0.features.1.0.weight"].grad.abs().sum() > 0  # the last convolution learns
+    three_way = Task(torch.rand(3, 1, 12, 12, generator=generator), torch.arange(3),
+                     torch.rand(6, 1, 12, 12, generator=generator), torch.arange(3).repeat(2))
+    assert learner.adapt_and_predict(three_way).shape == (6, 3)
+    # from zero, the first inner step gives each class's row the same start: relabelling the
+    # support permutes the rows, so the predictions follow the labels
+    new_to_old = torch.tensor([1, 2, 0])  # new class j is old class new_to_old[j]
+    relabelled = Task(three_way.support_x[new_to_old], torch.arange(3), three_way.query_x, three_way.query_y)
+    torch.testing.assert_close(learner.adapt_and_predict(relabelled), learner.adapt_and_predict(three_way)[:, new_to_old])

@@ -78,6 +78,9 @@ def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
     ("trainer.cuda_graph=yes", "trainer.cuda_graph"),
     ("data.augment.rotate_degrees=-5", "data.augment.rotate_degrees"),
     ("data.train_task_classes=same_drawer", "data.train_task_classes"),
+    ("algo.head_init=random", "algo.head_init"),
+    ("data=sinusoid backbone=mlp algo.head_init=zero", "algo.head_init"),  # one output, no ways
+    ("algo=metasgd algo.head_init=zero algo.episode.ways=20", "algo.episode.ways"),  # learned head rates
     ("data.augment.scale=1.5", "data.augment.scale"),
     ("data.augment.translate=2px", "data.augment.translate"),
     ("trainer.cuda_graph=true algo.optimizer.name=sgd", "trainer.cuda_graph"),
@@ -88,6 +91,12 @@ def test_bad_values_name_the_key(make_cfg, override, key):
         validate_config(make_cfg(*override.split()))
     assert error.value.key == key
     assert key in str(error.value)
+
+
+def test_zero_head_maml_may_meta_train_with_other_ways(make_cfg):
+    validate_config(make_cfg("algo.head_init=zero", "algo.episode.ways=20"))
+    with pytest.raises(ConfigError, match=r"equal to data.ways \(5\) \(or algo.head_init=zero\)"):
+        validate_config(make_cfg("algo.episode.ways=20"))
 
 
 def test_protonet_rotate_support_must_be_a_boolean(make_cfg):

@@ -10,6 +10,13 @@ Two ways through the meta-batch, the same gradient (``algo.task_batching``):
 - vmap: every task at once with ``torch.func.vmap`` (one batched pass instead of a Python loop
   of small kernels); memory grows with the meta-batch; 10x faster on an H200 (26.5 it/s).
 - auto: vmap on CUDA and for convolution-free models on a CPU, else the loop (``vmap_over_tasks``).
+
+``algo.head_init=zero``: the zeroing trick of Kao, Chiu & Chen (ICLR 2022, "MAML is a noisy
+contrastive learner in classification"): the output layer starts every task's inner loop at zero
+instead of at a meta-learned value. A learned head is, across random label orders, only noise that
+each task must first undo; from zero, one inner step writes each class's support features into
+its row. With nothing of the head meta-learned, the number of ways may differ between
+meta-training and test.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from torch.func import functional_call
 
 from metarun.algorithms.base import MetaLearner, Metrics, mean_metrics
 from metarun.algorithms.batch_norm import batch_statistics_only, predict_queries
-from metarun.algorithms.inner_loop import backward_vmapped, inner_sgd, vmap_over_tasks
+from metarun.algorithms.inner_loop import Params, backward_vmapped, inner_sgd, vmap_over_tasks
 from metarun.tasks import Task, TaskBatch
 
 
@@ -35,6 +42,25 @@ class MAML(MetaLearner):
         self.transductive_bn = cfg.transductive_bn
         self.transductive = self.has_batchnorm and cfg.transductive_bn
         self.task_batching = cfg.task_batching
+        self.zero_head = cfg.head_init == "zero"
+        self.train_ways = cfg.episode.ways if self.zero_head else None
+        if self.zero_head:  # kept (as zeros) so that checkpoints have one layout; never trained
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.head.requires_grad_(False)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.model[1]
+
+    def initial_parameters(self, ways: int | None) -> Params:
+        """Where a task's inner loop starts: the meta-parameters, with a zero output layer of
+        ``ways`` rows under ``algo.head_init=zero`` (``ways`` is None otherwise)."""
+        params = dict(self.model.named_parameters())
+        if self.zero_head:
+            params["1.weight"] = self.head.weight.new_zeros(ways, self.head.in_features).requires_grad_()
+            params["1.bias"] = self.head.bias.new_zeros(ways).requires_grad_()
+        return params
 
     def init_step_sizes(self, cfg) -> None:
         self.inner_lr = cfg.inner_lr
@@ -43,24 +69,23 @@ class MAML(MetaLearner):
         """The inner learning rate alpha (Meta-SGD replaces it by learned per-parameter rates)."""
         return self.inner_lr
 
-    def adapt(self, task: Task, steps: int, create_graph: bool):
-        params = dict(self.model.named_parameters())
-        return inner_sgd(self.model, params, task.support_x, task.support_y, self.task_loss,
-                         self.step_sizes(), steps, create_graph)
+    def adapt(self, task: Task, ways: int | None, steps: int, create_graph: bool):
+        return inner_sgd(self.model, self.initial_parameters(ways), task.support_x, task.support_y,
+                         self.task_loss, self.step_sizes(), steps, create_graph)
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
         if vmap_over_tasks(self.task_batching, self.model, batch.support_x.device):
             return self.meta_train_step_vmap(batch)
         per_task = []
         for task in batch:
-            fast = self.adapt(task, self.inner_steps, create_graph=not self.first_order)
+            fast = self.adapt(task, self.train_ways, self.inner_steps, create_graph=not self.first_order)
             prediction = functional_call(self.model, fast, (task.query_x,))
             (self.task_loss(prediction, task.query_y) / len(batch)).backward()
             per_task.append(self.task_metrics(prediction.detach(), task.query_y))
         return mean_metrics(per_task)
 
     def meta_train_step_vmap(self, batch: TaskBatch) -> Metrics:
-        params, step_sizes = dict(self.model.named_parameters()), self.step_sizes()
+        params, step_sizes = self.initial_parameters(self.train_ways), self.step_sizes()
 
         def adapt_and_predict_queries(support_x, support_y, query_x):
             fast = inner_sgd(self.model, params, support_x, support_y, self.task_loss, step_sizes,
@@ -70,8 +95,9 @@ class MAML(MetaLearner):
         return backward_vmapped(self, self.model, adapt_and_predict_queries, batch)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
+        ways = int(task.support_y.max()) + 1 if self.zero_head else None  # labels are 0..ways-1
         with torch.enable_grad():
             fast = {k: v.detach() for k, v in
-                    self.adapt(task, self.eval_inner_steps, create_graph=False).items()}
+                    self.adapt(task, ways, self.eval_inner_steps, create_graph=False).items()}
         return predict_queries(self.model, lambda x: functional_call(self.model, fast, (x,)), task,
                                per_query=self.has_batchnorm and not self.transductive_bn)
