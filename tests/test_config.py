@@ -57,10 +57,13 @@ def test_every_experiment_passes_the_start_checks(make_cfg, experiment):
     check_episode_shapes(cfg, build_sources(cfg.data, cfg.paths))
 
 
-def test_maml_lake_experiment_has_the_papers_20_way_settings(make_cfg):
+def test_maml_lake_experiment_is_the_measured_recipe(make_cfg):
     cfg = make_cfg("+experiment=maml_omniglot_lake_20way")
     assert (cfg.algo.name, cfg.data.split, cfg.data.ways, cfg.eval.protocol) == ("maml", "lake", 20, "lake_runs")
-    assert (cfg.algo.meta_batch, cfg.algo.inner_steps, cfg.algo.eval_inner_steps, cfg.algo.inner_lr) == (16, 5, 5, 0.1)
+    assert (cfg.algo.meta_batch, cfg.algo.inner_steps, cfg.algo.eval_inner_steps, cfg.algo.inner_lr) == (16, 1, 3, 0.4)
+    assert (cfg.data.train_task_classes, cfg.data.queries, cfg.algo.episode.queries) == ("same_alphabet", 5, 5)
+    assert (cfg.algo.scheduler.name, cfg.algo.scheduler.total_steps, cfg.eval.checkpoint) == ("cosine", 5530, "last")
+    validate_config(cfg)
 
 @pytest.mark.parametrize("override, key", [
     ("data.shots=-1", "data.shots"),
