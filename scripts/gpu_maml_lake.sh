@@ -12,7 +12,7 @@
 #
 # Default recipes: the experiment as it is (meta-training episodes within one alphabet) and with
 # episodes drawn across alphabets (data.train_task_classes=any). On an H100: 7.25% error for the
-# experiment alone with trainer.cuda_graph=true (5,530 updates in 185 s); side by side with two
+# experiment alone with trainer.cuda_graph=true (5,530 updates in 189 s); side by side with two
 # other recipes, 8.25% after 3,263 updates.
 # Where hydra is not installed (a bare GPU image), see scripts/gpu_check.sh for PYTHONPATH.
 # Dry run on a CPU: DEVICE=cpu CALIBRATION_S=5 EXTRA="algo.meta_batch=2" bash scripts/gpu_maml_lake.sh /tmp/dry 20
