@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms import build_learner
 from metarun.compare import ERROR_FILE
-from metarun.config_check import check_episode_shapes, validate_config
+from metarun.config_check import check_episode_shapes, config_warnings, validate_config
 from metarun.data import build_sources, eval_shape
 from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
@@ -127,6 +127,8 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
     if ranks.is_main:
         (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt
     validate_config(cfg)
+    for warning in config_warnings(cfg):
+        log.warning(warning)
     ranks.check_meta_batch(cfg.algo.meta_batch)
     device = pick_device(device_name or cfg.device.name)
     threads = threads_per_run(cfg.device.threads, launcher_cfg, distributed.local_processes())

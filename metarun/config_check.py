@@ -241,6 +241,18 @@ def smallest_image(backbone_cfg) -> int:
     return 2 ** len(backbone_cfg.channels)  # resnet12: one pool per block
 
 
+def config_warnings(cfg) -> list[str]:
+    """Settings that are allowed but measured to go wrong: logged at start, the run goes on."""
+    warnings = []
+    if (cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init == "zero"
+            and cfg.algo.eval_inner_steps > cfg.algo.inner_steps):
+        warnings.append(f"algo.head_init=zero with algo.eval_inner_steps={cfg.algo.eval_inner_steps} > "
+                        f"algo.inner_steps={cfg.algo.inner_steps}: from a zero head, inner steps beyond "
+                        "those trained were measured to diverge on some tasks (README, Algorithms); "
+                        f"algo.eval_inner_steps={cfg.algo.inner_steps} tests as trained")
+    return warnings
+
+
 def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
     """Ways and shots that the split at hand can serve (known only once the data is loaded)."""
     if not isinstance(sources["train"], FewShotImageSource):

@@ -102,6 +102,14 @@ def test_zero_head_maml_may_meta_train_with_other_ways(make_cfg):
         validate_config(make_cfg("algo.episode.ways=20"))
 
 
+def test_zero_head_tested_with_more_steps_than_trained_is_warned_about(make_cfg):
+    from metarun.config_check import config_warnings
+    (warning,) = config_warnings(make_cfg("algo.head_init=zero"))  # maml.yaml: 1 step, 3 at test
+    assert "algo.eval_inner_steps=3 > algo.inner_steps=1" in warning and "algo.eval_inner_steps=1" in warning
+    assert config_warnings(make_cfg("algo.head_init=zero", "algo.eval_inner_steps=1")) == []
+    assert config_warnings(make_cfg()) == []  # the learned head takes more steps at test well
+
+
 def test_protonet_rotate_support_must_be_a_boolean(make_cfg):
     with pytest.raises(ConfigError, match="algo.rotate_support=3 is not allowed") as error:
         validate_config(make_cfg("algo=protonet", "algo.rotate_support=3"))
