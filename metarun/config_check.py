@@ -63,6 +63,11 @@ ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")},
                    for name in HEAD_INIT_LEARNERS}}
 
 
+def starts_head_at_zero(cfg) -> bool:
+    """Whether the run's learner starts its output layer at zero in every task (algo.head_init)."""
+    return cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init == "zero"
+
+
 def get(cfg, key: str):
     node = cfg
     for part in key.split("."):
@@ -183,7 +188,7 @@ def validate_config(cfg) -> None:
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))
-    zero_head = cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init == "zero"
+    zero_head = starts_head_at_zero(cfg)
     if zero_head and cfg.data.kind != "image":
         raise ConfigError("algo.head_init", "zero", f"learned with data={cfg.data.name} (the zero head is "
                           "for classification, one output per way)")
@@ -244,8 +249,7 @@ def smallest_image(backbone_cfg) -> int:
 def config_warnings(cfg) -> list[str]:
     """Settings that are allowed but measured to go wrong: logged at start, the run goes on."""
     warnings = []
-    if (cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init == "zero"
-            and cfg.algo.eval_inner_steps > cfg.algo.inner_steps):
+    if starts_head_at_zero(cfg) and cfg.algo.eval_inner_steps > cfg.algo.inner_steps:
         warnings.append(f"algo.head_init=zero with algo.eval_inner_steps={cfg.algo.eval_inner_steps} > "
                         f"algo.inner_steps={cfg.algo.inner_steps}: from a zero head, inner steps beyond "
                         "those trained were measured to diverge on some tasks (README, Algorithms); "
