@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -22,14 +23,16 @@ from metarun.data import build_sources, eval_shape
 from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
+from metarun.engine.divergence import all_finite
 from metarun.engine.host_memory import cache_host_memory
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
 from metarun.engine.reproducibility import deterministic_gpu_kernels, seed_everything
+from metarun.engine.run_dir import RunDirError, RunDirLock, check_resume, record_resume, write_run_config
 from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import mean_ci95, primary, scalar_name
 from metarun.engine.trainer import Trainer
-from metarun.errors import ConfigError, MetarunError
+from metarun.errors import ConfigError, DivergedError, MetarunError
 from metarun.rl.report import describe_rl, rl_results
 
 log = logging.getLogger("metarun")
@@ -45,6 +48,9 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, state: 
          val_best: float | None = None) -> dict:
     """Score the learner with the parameters of ``state`` (loaded from ``checkpoint``) on the
     fixed test episodes; write results.json and the per-episode scores."""
+    if not all_finite(state["model"].values()):
+        raise DivergedError(f"{checkpoint} holds non-finite parameters (step {state['step']}): no test "
+                            "score is computed from it")
     learner.load_state_dict(state["model"])
     data = cfg.data
     started = time.perf_counter()
@@ -120,17 +126,46 @@ def describe(results: dict) -> str:
 
 
 def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
-        device_name: str | None = None, launcher_cfg=None) -> dict | None:
+        device_name: str | None = None, hydra_cfg=None) -> dict | None:
     """One run into ``run_dir``: meta-train then test (mode=train), or test a checkpoint (mode=eval).
-    Under torchrun every rank calls this; rank 0 alone tests and returns the results."""
+    Under torchrun every rank calls this; rank 0 alone holds the run dir's lock, tests and
+    returns the results. ``hydra_cfg``: Hydra's config, when Hydra launched the run."""
     ranks = ranks or distributed.Ranks()
-    if ranks.is_main:
+    with RunDirLock(run_dir) if ranks.is_main else nullcontext():
+        return run_locked(cfg, run_dir, ranks, device_name, hydra_cfg)
+
+
+def checkpoint_to_continue(cfg, run_dir: Path) -> Path | None:
+    """``trainer.ckpt_path``, or with ``trainer.resume`` the run dir's last.pt when it exists."""
+    if cfg.trainer.ckpt_path:
+        return Path(cfg.trainer.ckpt_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    if cfg.trainer.resume:
+        if last.exists():
+            return last
+        log.info(f"no checkpoint in {last.parent} yet; starting from step 0")
+    return None
+
+
+def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_name: str | None,
+               hydra_cfg) -> dict | None:
+    main = ranks.is_main
+    checkpoint = checkpoint_to_continue(cfg, run_dir) if cfg.mode == "train" else None
+    state, changes = None, {}
+    if checkpoint is not None:  # checked before anything is written: a refused resume touches nothing
+        state = load_checkpoint(checkpoint, cfg.trainer.trust_checkpoint)
+        if cfg.trainer.fit_max_steps is not None:  # the steps fitted when the run began
+            cfg.trainer.max_steps = state["config"]["trainer"]["max_steps"]
+        changes = check_resume(checkpoint, state["config"], OmegaConf.to_container(cfg, resolve=True))
+    if main:
         (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt
+        write_run_config(run_dir, cfg, hydra_cfg)
     validate_config(cfg)
     for warning in config_warnings(cfg):
         log.warning(warning)
     ranks.check_meta_batch(cfg.algo.meta_batch)
     device = pick_device(device_name or cfg.device.name)
+    launcher_cfg = hydra_cfg.launcher if hydra_cfg is not None else None
     threads = threads_per_run(cfg.device.threads, launcher_cfg, distributed.local_processes())
     if threads is not None:
         torch.set_num_threads(threads)
@@ -149,48 +184,52 @@ def run(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None,
     learner = build_learner(cfg, train.kind, train.image_shape, train.n_classes).to(device)
 
     if cfg.mode == "eval":
-        if not ranks.is_main:
-            return None
-        checkpoint = Path(cfg.trainer.ckpt_path)
-        state = load_checkpoint(checkpoint)
-        trained = state["config"]
-        for group in ("algo", "backbone"):
-            if trained[group]["name"] != cfg[group].name:
-                raise ConfigError(group, cfg[group].name, f"{trained[group]['name']}, the {group} "
-                                  f"that {checkpoint} was trained with")
-        if cfg.eval.protocol == "lake_runs" and trained["data"].get("split") != "lake":
-            raise ConfigError("eval", "lake_runs", f"a checkpoint trained with data.split=lake; "
-                              f"{checkpoint} was trained on the {trained['data'].get('split')} split, "
-                              "which includes characters of the runs' evaluation alphabets")
-        results = test(cfg, learner, sources, device, run_dir, checkpoint, state, train_time=state["train_time"])
-        log.info(describe(results))
-        return results
+        return evaluate_checkpoint(cfg, learner, sources, device, run_dir) if main else None
 
+    trainer = Trainer(cfg, learner, sources, run_dir, device, ranks,
+                      on_config_change=lambda: write_run_config(run_dir, cfg, hydra_cfg) if main else None)
+    if state is not None:
+        trainer.resume_from(checkpoint, state)
     results_file = run_dir / "results.json"
-    last = run_dir / "checkpoints" / "last.pt"
-    if cfg.trainer.resume and results_file.exists():
+    if state is not None and results_file.exists() and trainer.finished():
         results = json.loads(results_file.read_text())
-        log.info(f"{run_dir} has finished already; its results:")
+        log.info(f"{run_dir} has finished already (step {trainer.step} of trainer.max_steps="
+                 f"{cfg.trainer.max_steps}); its results:")
         log.info(describe(results))
         return results
+    if main and state is not None:
+        record_resume(run_dir, checkpoint, trainer.step, changes)
+        if changes:
+            log.info("resumed with changed settings (recorded in resumes.jsonl): " + ", ".join(
+                f"{key} {old} -> {new}" for key, (old, new) in changes.items()))
     log.info(f"run dir {run_dir}  (to resume it: same command + hydra.run.dir={run_dir} "
              "trainer.resume=true)")
-    trainer = Trainer(cfg, learner, sources, run_dir, device, ranks)
-    if cfg.trainer.ckpt_path:
-        trainer.resume_from(Path(cfg.trainer.ckpt_path))
-    elif cfg.trainer.resume:
-        if last.exists():
-            trainer.resume_from(last)
-        else:
-            log.info(f"no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
     trainer.fit()
     distributed.stop(ranks)  # testing is rank 0's alone
-    if not ranks.is_main:
+    if not main:
         return None
-    best = run_dir / "checkpoints" / "best.pt"
-    checkpoint = best if cfg.eval.checkpoint == "best" and best.exists() else last
-    results = test(cfg, learner, sources, device, run_dir, checkpoint, load_checkpoint(checkpoint),
+    best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
+    tested = best if cfg.eval.checkpoint == "best" and best.exists() else last
+    results = test(cfg, learner, sources, device, run_dir, tested, load_checkpoint(tested),
                    trainer.train_time, trainer.best)
+    log.info(describe(results))
+    return results
+
+
+def evaluate_checkpoint(cfg, learner, sources, device, run_dir: Path) -> dict:
+    """mode=eval: score ``trainer.ckpt_path`` on the test episodes of this config."""
+    checkpoint = Path(cfg.trainer.ckpt_path)
+    state = load_checkpoint(checkpoint, cfg.trainer.trust_checkpoint)
+    trained = state["config"]
+    for group in ("algo", "backbone"):
+        if trained[group]["name"] != cfg[group].name:
+            raise ConfigError(group, cfg[group].name, f"{trained[group]['name']}, the {group} "
+                              f"that {checkpoint} was trained with")
+    if cfg.eval.protocol == "lake_runs" and trained["data"].get("split") != "lake":
+        raise ConfigError("eval", "lake_runs", f"a checkpoint trained with data.split=lake; "
+                          f"{checkpoint} was trained on the {trained['data'].get('split')} split, "
+                          "which includes characters of the runs' evaluation alphabets")
+    results = test(cfg, learner, sources, device, run_dir, checkpoint, state, train_time=state["train_time"])
     log.info(describe(results))
     return results
 
@@ -214,15 +253,16 @@ def hydra_main(cfg: DictConfig) -> float | None:
     run_dir = ranks.broadcast(Path(hydra_cfg.runtime.output_dir))
     results = None
     try:
-        results = run(cfg, run_dir, ranks, device_name, hydra_cfg.launcher)
+        results = run(cfg, run_dir, ranks, device_name, hydra_cfg)
     except Exception as e:
         if not ranks.is_main:  # rank 0 reports it
             if isinstance(e, MetarunError):
                 sys.exit(2)
             raise
-        # the reason stays with the run, for metarun-compare and for whoever resumes it
         summary = f"metarun: error: {e}" if isinstance(e, MetarunError) else traceback.format_exc()
-        (run_dir / ERROR_FILE).write_text(summary + "\n")
+        if not isinstance(e, RunDirError):  # (a run dir held by another run is not this run's to write)
+            # the reason stays with the run, for metarun-compare and for whoever resumes it
+            (run_dir / ERROR_FILE).write_text(summary + "\n")
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # record the failure and let the other runs of the sweep go on; the sweep's
             # comparison lists it and the sweep exits with status 1
@@ -240,7 +280,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """The ``metarun`` command. Under torchrun only rank 0 keeps a Hydra output dir and log file."""
     if distributed.launched_rank() > 0:
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        sys.argv += ["hydra/job_logging=disabled"]
         if not any(arg.startswith("hydra.run.dir=") for arg in sys.argv):
             sys.argv.append("hydra.run.dir=.")
     hydra_main()

@@ -2,11 +2,14 @@
 the value and what is allowed -- not later as a traceback from deep inside torch."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS, check_supports
 from metarun.backbones import BACKBONES
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
+from metarun.engine.divergence import learning_rate_keys
 from metarun.errors import ConfigError
 from metarun.rl.references import BANDIT_POLICIES, NAVIGATION_POLICIES
 
@@ -93,8 +96,8 @@ def check_integers(cfg, keys, minimum: int) -> None:
 def check_positive_numbers(cfg, keys) -> None:
     for key in keys:
         value = get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(key, value, "a positive number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(key, value, "a finite positive number")
 
 
 # the affine augmentation's ranges: key -> (lowest allowed, the bound it must stay under)
@@ -175,6 +178,7 @@ def validate_config(cfg) -> None:
         if not 0 <= cfg.backbone.dropout < 1:
             raise ConfigError("backbone.dropout", cfg.backbone.dropout, "in [0, 1)")
     check_integers(cfg, NON_NEGATIVE, 0)
+    check_positive_numbers(cfg, learning_rate_keys(cfg.algo))
     if cfg.trainer.max_time_s is not None:
         check_positive_numbers(cfg, ("trainer.max_time_s",))
     if cfg.trainer.fit_max_steps is not None:
@@ -207,7 +211,7 @@ def validate_config(cfg) -> None:
     threads = cfg.device.threads
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError("device.threads", threads, "auto or a positive integer")
-    check_booleans(cfg, ("device.cache_host_memory",))
+    check_booleans(cfg, ("device.cache_host_memory", "trainer.trust_checkpoint"))
     check_cuda_graph(cfg)
     if cfg.device.name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda", "auto or cpu: no CUDA device is visible to torch here")

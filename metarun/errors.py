@@ -15,3 +15,7 @@ class ConfigError(MetarunError):
 
 class DataError(MetarunError):
     """A data set is missing, incomplete or corrupt. Never answered with made-up data."""
+
+
+class DivergedError(MetarunError):
+    """Training produced a non-finite loss or parameter: a run that diverged has no result."""

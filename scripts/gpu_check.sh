@@ -86,7 +86,7 @@ for variant in ("true", "false", "graph"):
     if not runs.exists():
         continue
     label = "cuda_graph=true" if variant == "graph" else f"deterministic={variant}"
-    model = {name: torch.load(runs / name / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    model = {name: torch.load(runs / name / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
              for name in "abr"}
     for other, what in (("b", "a second straight run"), ("r", "the run resumed halfway")):
         gap = max((model["a"][key].float() - model[other][key].float()).abs().max().item() for key in model["a"])

@@ -19,8 +19,9 @@ from metarun.algorithms import MetaLearner
 from metarun.algorithms.base import Metrics
 from metarun.data import EpisodeSource, eval_shape, train_shape
 from metarun.engine.distributed import Ranks
-from metarun.engine.checkpoint import atomic_save, load_checkpoint, restore_rng_states, rng_states
+from metarun.engine.checkpoint import atomic_save, restore_rng_states, rng_states
 from metarun.engine.cuda_graph import GraphedUpdate, portable_optimizer_state
+from metarun.engine.divergence import check_step_is_finite
 from metarun.engine.evaluate import evaluate
 from metarun.engine.precision import autocast_for, cpu_computes_bf16, resolve_precision
 from metarun.engine.run_logger import RunLogger
@@ -61,8 +62,10 @@ class Trainer:
     writes checkpoints."""
 
     def __init__(self, cfg, learner: MetaLearner, sources: dict[str, EpisodeSource | None],
-                 run_dir: Path, device: torch.device, ranks: Ranks | None = None):
+                 run_dir: Path, device: torch.device, ranks: Ranks | None = None,
+                 on_config_change: Callable[[], None] = lambda: None):
         self.cfg, self.learner, self.sources = cfg, learner, sources
+        self.on_config_change = on_config_change  # called when training sets a key (fit_max_steps)
         self.run_dir, self.device = run_dir, device
         self.ranks = ranks or Ranks()
         self.ckpt_dir = run_dir / "checkpoints"
@@ -73,6 +76,7 @@ class Trainer:
         self.higher_is_better = self.metric in HIGHER_IS_BETTER
         self.step, self.best, self.train_time = 0, None, 0.0
         self.step_time = 0.0  # the last step's duration: what the next one is expected to take
+        self.saved_step: int | None = None  # the step that checkpoints/last.pt holds
         self.stop_signal: int | None = None  # SIGTERM / SIGINT received: stop after this step
         self.precision = resolve_precision(cfg.trainer.precision, device)
         if cfg.trainer.cuda_graph and device.type != "cuda":
@@ -94,17 +98,21 @@ class Trainer:
                 "train_time": self.train_time, "step_time": self.step_time, "rng": rng_states(self.generator),
                 "config": OmegaConf.to_container(self.cfg, resolve=True)}
 
-    def resume_from(self, path: Path) -> None:
-        state = load_checkpoint(path)
+    def resume_from(self, path: Path, state: dict) -> None:
+        """Continue from ``state``, the checkpoint loaded from ``path`` (its settings checked
+        against the config by ``run_dir.check_resume``)."""
         self.learner.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best, self.train_time = state["step"], state["best"], state["train_time"]
         self.step_time = state.get("step_time", 0.0)  # absent from checkpoints of older versions
-        if self.cfg.trainer.fit_max_steps is not None:  # the steps fitted when the run began
-            self.cfg.trainer.max_steps = state["config"]["trainer"]["max_steps"]
         restore_rng_states(state["rng"], self.generator)
+        self.saved_step = self.step
         log.info(f"resumed from {path} at step {self.step}")
+
+    def finished(self) -> bool:
+        """Whether training has nothing left to do: ``trainer.max_steps`` reached, or the budget."""
+        return self.step >= self.cfg.trainer.max_steps or self.time_is_up()
 
     def improved(self, value: float) -> bool:
         if self.best is None:
@@ -211,6 +219,7 @@ class Trainer:
                               f"enough for a step after the {tcfg.calibration_steps} calibration steps of "
                               f"trainer.fit_max_steps, which took {calibration_time:.1f} s")
         tcfg.max_steps = fitted
+        self.on_config_change()
         self.scheduler = build_scheduler(self.optimizer, self.cfg.algo.scheduler)
         log.info(f"trainer.fit_max_steps={tcfg.fit_max_steps}: {tcfg.calibration_steps} calibration "
                  f"steps took {calibration_time:.1f} s ({step_time * 1e3:.1f} ms a step), so "
@@ -240,6 +249,7 @@ class Trainer:
         while self.step < tcfg.max_steps and not out_of_time:
             started = time.perf_counter()
             metrics, tasks = self.outer_update(update, shape)
+            check_step_is_finite(self.step + 1, metrics, self.learner, self.cfg.algo, self.saved_step)
             window_tasks += tasks
             self.scheduler.step()
             self.step += 1
@@ -268,6 +278,7 @@ class Trainer:
                     atomic_save(self.state(), self.ckpt_dir / "best.pt")
             if self.step % tcfg.ckpt_every == 0 or last_step or self.stop_signal is not None:
                 atomic_save(self.state(), self.ckpt_dir / "last.pt")
+                self.saved_step = self.step
             if self.stop_signal is not None:
                 break
         bar.close()

@@ -1,0 +1,119 @@
+"""What a run directory may be trusted to say: one writer at a time, and a saved config that
+holds the values the run used, resumes included.
+
+metarun writes ``.hydra/config.yaml`` itself (``hydra.output_subdir`` is null) so that a second
+process refused at the lock, or a resume refused for changed settings, leaves the run's record
+as it was; Hydra would have overwritten it before metarun's code runs.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from metarun.errors import MetarunError
+
+LOCK_FILE = ".lock"
+RESUMES_FILE = "resumes.jsonl"
+# settings a resumed run may change: how long and how it trains, where and how it is tested,
+# where its files are. The rest (algorithm, backbone, data, seed) define what is trained.
+CHANGEABLE_PREFIXES = ("trainer.", "eval.", "device.", "paths.")
+CHANGEABLE_KEYS = ("mode", "optimized_metric", "data.root", "data.source", "data.download_url",
+                   "data.ways", "data.shots", "data.queries")  # data.{ways,...}: the test episodes' shape
+# how a run is continued, not what it does: never listed as a change
+CONTINUATION_KEYS = ("trainer.resume", "trainer.ckpt_path")
+
+
+class RunDirError(MetarunError):
+    """The run directory is not this process's to write: another run holds it, or resuming
+    would change what the run trained. Nothing of the run directory is touched."""
+
+
+class RunDirLock:
+    """An exclusive OS lock (``flock``) on ``<run dir>/.lock`` for as long as the run writes
+    there. The OS releases it when the process ends, however it ends (SIGKILL included), so a
+    stale lock never blocks a resume. The file names the holder, for the error of a second run."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+        self.handle = None
+
+    def __enter__(self) -> RunDirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunDirError(f"{self.path.parent} is in use by {holder}: one run writes into a run "
+                              "dir at a time; wait for it, or give this run another hydra.run.dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def write_run_config(run_dir: Path, cfg, hydra_cfg=None) -> None:
+    """``.hydra/config.yaml`` (the config as the run uses it now) and, when Hydra launched the
+    run, ``overrides.yaml`` and ``hydra.yaml``, as Hydra writes them."""
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if hydra_cfg is not None:
+        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_cfg.overrides.task))
+        (folder / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": hydra_cfg}))
+
+
+def flatten(node, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat if flat or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def changed_settings(saved: dict, current: dict) -> dict[str, tuple[object, object]]:
+    """The resolved settings that differ between a checkpoint's config and the present one:
+    key -> (saved value, present value); a key missing on one side is None there."""
+    before, now = flatten(saved), flatten(current)
+    return {key: (before.get(key), now.get(key)) for key in sorted(before.keys() | now.keys())
+            if before.get(key) != now.get(key) and key not in CONTINUATION_KEYS}
+
+
+def changeable(key: str) -> bool:
+    return key in CHANGEABLE_KEYS or key.startswith(CHANGEABLE_PREFIXES)
+
+
+def check_resume(checkpoint: Path, saved: dict, current: dict) -> dict[str, tuple[object, object]]:
+    """The changes a resume from ``checkpoint`` applies (keys that may change); RunDirError
+    listing the others, which would make the saved config claim values the run did not use."""
+    changes = changed_settings(saved, current)
+    refused = {key: values for key, values in changes.items() if not changeable(key)}
+    if refused:
+        listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in refused.items())
+        raise RunDirError(f"cannot continue {checkpoint} with other settings of what it trains ({listed}). "
+                          f"Resume with the checkpoint's values, or start a new run; only {', '.join(p + '*' for p in CHANGEABLE_PREFIXES)} "
+                          f"and {', '.join(CHANGEABLE_KEYS)} may change on a resume")
+    return changes
+
+
+def record_resume(run_dir: Path, checkpoint: Path, step: int, changes: dict[str, tuple[object, object]]) -> None:
+    """One line per resume in ``resumes.jsonl``: the step, the checkpoint, what changed."""
+    entry = {"step": step, "checkpoint": str(checkpoint),
+             "changed": {key: {"before": old, "after": new} for key, (old, new) in changes.items()}}
+    with open(run_dir / RESUMES_FILE, "a") as f:
+        f.write(json.dumps(entry) + "\n")

@@ -1,0 +1,134 @@
+"""A run that cannot lie: divergence, resumes with changed settings, two writers, unsafe checkpoints."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metarun.cli import run
+from metarun.config_check import validate_config
+from metarun.engine.checkpoint import atomic_save, load_checkpoint
+from metarun.engine.divergence import all_finite
+from metarun.engine.run_dir import RunDirError, RunDirLock
+from metarun.errors import ConfigError, MetarunError
+from test_resume import assert_same_parameters
+
+SINUSOID = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "eval.episodes=20",
+            "trainer.log_every=1")
+
+
+def test_a_diverged_run_is_an_error_with_the_last_finite_checkpoint_kept(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    done = cli(*SINUSOID, "trainer.max_steps=50", "trainer.ckpt_every=1", "algo.optimizer.lr=1e30",
+               f"hydra.run.dir={run_dir}", check=False)
+    # step 1 moves the weights by 1e30 (still finite), step 2's loss overflows
+    assert done.returncode == 2
+    assert "training diverged at step 2: the training loss is" in done.stderr
+    assert "algo.optimizer.lr=1e+30" in done.stderr and "checkpoints/last.pt keeps step 1" in done.stderr
+    assert not (run_dir / "results.json").exists() and (run_dir / "error.txt").exists()
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert last["step"] == 1 and all_finite(last["model"].values())
+
+
+def test_no_test_score_is_computed_from_a_non_finite_checkpoint(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    cli(*SINUSOID, "trainer.max_steps=5", f"hydra.run.dir={run_dir}")
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    next(iter(state["model"].values())).view(-1)[0] = float("nan")
+    poisoned = tmp_path / "nan.pt"
+    atomic_save(state, poisoned)
+    done = cli("mode=eval", *SINUSOID, f"trainer.ckpt_path={poisoned}", f"hydra.run.dir={tmp_path / 'eval'}",
+               check=False)
+    assert done.returncode == 2 and "holds non-finite parameters (step 5)" in done.stderr
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("algo.inner_lr=nan", "algo.inner_lr"), ("algo.inner_lr=inf", "algo.inner_lr"),
+    ("algo.optimizer.lr=0", "algo.optimizer.lr"), ("algo.optimizer.lr=-0.001", "algo.optimizer.lr"),
+])
+def test_learning_rates_must_be_finite_and_positive_at_start(make_cfg, override, key):
+    with pytest.raises(ConfigError) as error:
+        validate_config(make_cfg(*SINUSOID, override))
+    assert error.value.key == key and "a finite positive number" in str(error.value)
+
+
+def test_resuming_with_other_settings_of_what_is_trained_is_refused_and_touches_nothing(make_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    run(make_cfg(*SINUSOID, "trainer.max_steps=10"), run_dir)
+    before = {p: p.read_bytes() for p in (run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.pt",
+                                          run_dir / "results.json")}
+    with pytest.raises(RunDirError, match=r"algo.inner_lr: 0.01 in the checkpoint, 1e\+30 now"):
+        run(make_cfg(*SINUSOID, "trainer.max_steps=10", "trainer.resume=true", "algo.inner_lr=1e30"), run_dir)
+    with pytest.raises(RunDirError) as error:
+        run(make_cfg(*SINUSOID, "trainer.max_steps=20", "trainer.resume=true", "algo.inner_steps=2", "seed=1"),
+            run_dir)
+    message = str(error.value)
+    assert "algo.inner_steps: 1 in the checkpoint, 2 now" in message and "seed: 0 in the checkpoint, 1 now" in message
+    assert "trainer.max_steps" not in message  # a setting that may change is not refused
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (run_dir / "resumes.jsonl").exists()
+
+    # trainer.ckpt_path into a new run dir: the same check (the override was ignored before)
+    with pytest.raises(RunDirError, match=r"algo.optimizer.lr: 0.001 in the checkpoint, 1e\+30 now"):
+        run(make_cfg(*SINUSOID, f"trainer.ckpt_path={run_dir / 'checkpoints' / 'last.pt'}",
+                     "algo.optimizer.lr=1e30"), tmp_path / "other")
+
+
+def test_a_finished_run_continued_with_more_steps_trains_on_and_records_the_change(make_cfg, tmp_path):
+    straight, continued = tmp_path / "straight", tmp_path / "continued"
+    run(make_cfg(*SINUSOID, "trainer.max_steps=40"), straight)
+    run(make_cfg(*SINUSOID, "trainer.max_steps=20"), continued)
+    finished = run(make_cfg(*SINUSOID, "trainer.max_steps=20", "trainer.resume=true"), continued)
+    assert finished["step"] == 20 and not (continued / "resumes.jsonl").exists()  # nothing to do
+
+    result = run(make_cfg(*SINUSOID, "trainer.max_steps=40", "trainer.resume=true"), continued)
+    assert result["step"] == 40
+    assert_same_parameters(load_checkpoint(straight / "checkpoints" / "last.pt")["model"],
+                           load_checkpoint(continued / "checkpoints" / "last.pt")["model"])
+    (record,) = [json.loads(line) for line in (continued / "resumes.jsonl").read_text().splitlines()]
+    assert record["step"] == 20 and record["changed"] == {"trainer.max_steps": {"before": 20, "after": 40}}
+    assert "max_steps: 40" in (continued / ".hydra" / "config.yaml").read_text()
+
+
+def test_a_second_run_into_a_held_run_dir_stops_at_once_and_writes_nothing(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    with RunDirLock(run_dir):
+        done = cli(*SINUSOID, "trainer.max_steps=5", f"hydra.run.dir={run_dir}", check=False)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"metarun: error: {run_dir} is in use by pid ") and "another hydra.run.dir" in line
+    # no config, error.txt or log line of its own (Hydra opens the log file, in append mode)
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "cli.log"]
+    assert (run_dir / "cli.log").read_text() == ""
+    cli(*SINUSOID, "trainer.max_steps=5", f"hydra.run.dir={run_dir}")  # free again once the holder ends
+
+
+def test_checkpoints_load_with_weights_only_and_untrusted_pickles_are_refused(cli, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    cli(*SINUSOID, "trainer.max_steps=5", f"hydra.run.dir={run_dir}")
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 5 and state["rng"]["numpy"]["bit_generator"] == "MT19937"
+
+    # a checkpoint of an older metarun: NumPy's RNG state pickled as a tuple with an array
+    old = tmp_path / "old.pt"
+    torch.save({**state, "rng": {**state["rng"], "numpy": np.random.get_state()}}, old)
+    with pytest.raises(MetarunError, match="trainer.trust_checkpoint=true"):
+        load_checkpoint(old)
+    assert load_checkpoint(old, trusted=True)["step"] == 5
+
+    # a file that would run code when unpickled: refused, and the code does not run
+    ran = []
+    monkeypatch.setattr(np, "metarun_test_payload", ran.append, raising=False)
+
+    class Payload:
+        def __reduce__(self):
+            return np.metarun_test_payload, ("ran",)
+
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"model": {}, "payload": Payload()}, hostile)
+    with pytest.raises(MetarunError, match="cannot be loaded safely"):
+        load_checkpoint(hostile)
+    assert ran == []
