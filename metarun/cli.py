@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
+from hydra import compose
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms import build_learner
 from metarun.compare import ERROR_FILE
-from metarun.config_check import check_episode_shapes, config_warnings, validate_config
+from metarun.config_check import check_added_keys, check_episode_shapes, config_warnings, validate_config
 from metarun.data import build_sources, eval_shape
 from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
@@ -150,6 +151,9 @@ def checkpoint_to_continue(cfg, run_dir: Path) -> Path | None:
 def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_name: str | None,
                hydra_cfg) -> dict | None:
     main = ranks.is_main
+    if hydra_cfg is not None:
+        check_added_keys(list(hydra_cfg.overrides.task),
+                         lambda overrides: compose(config_name=hydra_cfg.job.config_name, overrides=overrides))
     checkpoint = checkpoint_to_continue(cfg, run_dir) if cfg.mode == "train" else None
     state, changes = None, {}
     if checkpoint is not None:  # checked before anything is written: a refused resume touches nothing

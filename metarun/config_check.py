@@ -2,9 +2,15 @@
 the value and what is allowed -- not later as a traceback from deep inside torch."""
 from __future__ import annotations
 
+import difflib
 import math
+from pathlib import Path
+from typing import Callable
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS, check_supports
 from metarun.backbones import BACKBONES
@@ -13,6 +19,8 @@ from metarun.engine.divergence import learning_rate_keys
 from metarun.errors import ConfigError
 from metarun.rl.references import BANDIT_POLICIES, NAVIGATION_POLICIES
 
+CONF_DIR = Path(__file__).parent / "conf"
+_MISSING = object()
 CHOICES = {
     "mode": ("train", "eval"),
     "algo.name": tuple(SUPPORTED_KINDS),
@@ -138,6 +146,25 @@ def check_cuda_graph(cfg) -> None:
                           "cache cannot be recorded; trainer.precision=fp32)")
 
 
+# the keys each schedule reads (the others stay null)
+SCHEDULER_KEYS = {"constant": (), "step": ("step_size", "gamma"), "linear": ("end_factor", "total_steps"),
+                  "cosine": ("total_steps",)}
+
+
+def check_scheduler(cfg) -> None:
+    scheduler = cfg.algo.scheduler
+    needed = f"with algo.scheduler.name={scheduler.name}"
+    for name in SCHEDULER_KEYS[scheduler.name]:
+        key, value = f"algo.scheduler.{name}", scheduler[name]
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        if name in ("step_size", "total_steps") and not (number and isinstance(value, int) and value >= 1):
+            raise ConfigError(key, value, f"a positive integer {needed}")
+        if name == "gamma" and not (number and 0 < value < math.inf):
+            raise ConfigError(key, value, f"a finite positive number {needed}")
+        if name == "end_factor" and not (number and 0 <= value <= 1):
+            raise ConfigError(key, value, f"a number in [0, 1] {needed}")
+
+
 def check_booleans(cfg, keys) -> None:
     for key in keys:
         value = get(cfg, key)
@@ -179,6 +206,7 @@ def validate_config(cfg) -> None:
             raise ConfigError("backbone.dropout", cfg.backbone.dropout, "in [0, 1)")
     check_integers(cfg, NON_NEGATIVE, 0)
     check_positive_numbers(cfg, learning_rate_keys(cfg.algo))
+    check_scheduler(cfg)
     if cfg.trainer.max_time_s is not None:
         check_positive_numbers(cfg, ("trainer.max_time_s",))
     if cfg.trainer.fit_max_steps is not None:
@@ -289,3 +317,32 @@ def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
         if shape.shots + shape.queries > source.min_images_per_class:
             raise ConfigError(f"{prefix}.shots + {prefix}.queries", shape.shots + shape.queries,
                               f"at most {source.min_images_per_class}: the images of one class")
+
+
+def is_config_group(key: str) -> bool:
+    """Whether ``key`` names a config group of conf/ (``experiment``, ``hparams_search``...)."""
+    return (CONF_DIR / key.replace(".", "/")).is_dir()
+
+
+def check_added_keys(task_overrides: list[str], compose_without: Callable[[list[str]], DictConfig]) -> None:
+    """Refuse ``+key=value`` and ``++key=value`` for a key that conf/ does not declare: Hydra
+    suggests the ``+`` when a key is misspelt (``+trainer.max_step=10``), and the run would then
+    train with the default it was meant to change. Config groups (``+experiment=...``) are
+    Hydra's to check. ``compose_without(overrides)`` composes the config from other overrides."""
+    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    adds = [o.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not is_config_group(o.key_or_group)
+            for o in parsed]
+    if not any(adds):
+        return
+    base = compose_without([text for text, add in zip(task_overrides, adds) if not add])
+    for override in (o for o, add in zip(parsed, adds) if add):
+        key = override.key_or_group
+        if OmegaConf.select(base, key, default=_MISSING) is not _MISSING:
+            continue  # ++ of a declared key: an ordinary override
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        siblings = [f"{parent_key}.{k}" if parent_key else k for k in parent] if isinstance(parent, DictConfig) else []
+        close = difflib.get_close_matches(key, siblings, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"{parent_key or 'the config'} declares no such key"
+        raise ConfigError(key, override.value(), f"a key that conf/ declares ({hint}); metarun refuses keys "
+                          "added with + so that a misspelt key cannot be ignored silently")

@@ -79,6 +79,11 @@ def test_maml_lake_experiment_is_the_measured_recipe(make_cfg):
     ("trainer.max_time_s=60 trainer.fit_max_steps=1.5", "trainer.fit_max_steps"),
     ("trainer.max_time_s=60 trainer.fit_max_steps=0.9 trainer.calibration_steps=1", "trainer.calibration_steps"),
     ("trainer.cuda_graph=yes", "trainer.cuda_graph"),
+    ("algo.scheduler.name=step", "algo.scheduler.step_size"),  # MAML declares no decay of its own
+    ("algo.scheduler.name=cosine", "algo.scheduler.total_steps"),
+    ("algo.scheduler.name=linear algo.scheduler.total_steps=10", "algo.scheduler.end_factor"),
+    ("algo=protonet algo.scheduler.gamma=0", "algo.scheduler.gamma"),
+    ("trainer.trust_checkpoint=maybe", "trainer.trust_checkpoint"),
     ("data.augment.rotate_degrees=-5", "data.augment.rotate_degrees"),
     ("data.train_task_classes=same_drawer", "data.train_task_classes"),
     ("algo.head_init=random", "algo.head_init"),
@@ -154,7 +159,7 @@ def test_cli_prints_one_line_errors(cli):
 def test_cosine_schedule_decays_to_zero_at_total_steps(make_cfg):
     import torch
     from metarun.engine.trainer import build_scheduler
-    cfg = make_cfg("algo=protonet", "algo.scheduler.name=cosine", "+algo.scheduler.total_steps=8")
+    cfg = make_cfg("algo=protonet", "algo.scheduler.name=cosine", "algo.scheduler.total_steps=8")
     validate_config(cfg)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.algo.optimizer.lr)
     scheduler = build_scheduler(optimizer, cfg.algo.scheduler)

@@ -132,3 +132,23 @@ def test_checkpoints_load_with_weights_only_and_untrusted_pickles_are_refused(cl
     with pytest.raises(MetarunError, match="cannot be loaded safely"):
         load_checkpoint(hostile)
     assert ran == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+trainer.max_step=10", "trainer.max_step=10 is not allowed: a key that conf/ declares (did you mean "
+                             "trainer.max_steps?)"),
+    ("++algo.inner_lrr=0.1", "algo.inner_lrr=0.1 is not allowed: a key that conf/ declares (did you mean "
+                             "algo.inner_lr?)"),
+])
+def test_keys_added_with_plus_that_conf_does_not_declare_are_refused(cli, tmp_path, override, message):
+    done = cli(*SINUSOID, override, f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"metarun: error: {message}")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_declared_keys_may_still_be_forced_and_groups_added(cli, tmp_path):
+    done = cli(*SINUSOID, "++trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["step"] == 3
+    assert "test mse" in done.stdout

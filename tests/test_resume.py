@@ -126,7 +126,7 @@ class TickingClock:
 def test_time_budget_ends_training_before_it_runs_out_resumes_there_and_repeats_without_the_clock(
         make_cfg, tmp_path, monkeypatch, caplog):
     run_args = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "trainer.log_every=1000",
-                "eval.episodes=20", "algo.scheduler.name=cosine", "+algo.scheduler.total_steps=200")
+                "eval.episodes=20", "algo.scheduler.name=cosine", "algo.scheduler.total_steps=200")
     cut_dir, repeat_dir = tmp_path / "cut", tmp_path / "repeat"
     cut_dir.mkdir(), repeat_dir.mkdir()
     monkeypatch.setattr(trainer_module, "time", TickingClock())
@@ -155,7 +155,7 @@ def test_fitted_max_steps_fill_the_budget_resume_with_it_and_repeat_without_the_
         make_cfg, tmp_path, monkeypatch, caplog):
     run_args = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "trainer.log_every=1000",
                 "eval.episodes=20", "algo.scheduler.name=cosine",
-                "+algo.scheduler.total_steps=${trainer.max_steps}")
+                "algo.scheduler.total_steps=${trainer.max_steps}")
     fitted_dir, repeat_dir = tmp_path / "fitted", tmp_path / "repeat"
     fitted_dir.mkdir(), repeat_dir.mkdir()
     caplog.set_level(logging.INFO, logger="metarun")
