@@ -18,7 +18,7 @@ from metarun.data.download import OfficialArchive, file_digest
 from metarun.data.lake_runs import ARCHIVE as RUNS_ARCHIVE
 from metarun.data.lake_runs import SHA256 as RUNS_SHA256
 from metarun.data.lake_runs import read_runs
-from metarun.data.omniglot_archive import SUBSETS, count_subset, locate
+from metarun.data.omniglot_archive import SUBSETS, locate, verify_subset
 from metarun.errors import MetarunError
 
 
@@ -38,7 +38,7 @@ def check_omniglot_files(root: Path) -> tuple[str, bool]:
         digest = file_digest(location, "md5") if location.is_file() else "(folder)"
         upstream = "yes" if digest == subset.md5 else "no: re-packed or extracted; structure checked"
         try:
-            counts = count_subset(location, subset)
+            counts = verify_subset(location, subset)
         except MetarunError as e:
             rows.append([location.name, "BROKEN", digest, upstream, str(e), "", ""])
             ok = False

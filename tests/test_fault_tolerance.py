@@ -1,18 +1,27 @@
-"""A run that cannot lie: divergence, resumes with changed settings, two writers, unsafe checkpoints."""
+"""A run that cannot lie: divergence, resumes with changed settings, two writers, unsafe
+checkpoints, misspelt keys, damaged archives and replaced caches."""
 from __future__ import annotations
 
 import json
+import shutil
+import struct
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import DATA_DIR, needs_omniglot_files
 from metarun.cli import run
 from metarun.config_check import validate_config
+from metarun.data.cache import cached_arrays
+from metarun.data.omniglot import load_cached
+from metarun.data_check import check
 from metarun.engine.checkpoint import atomic_save, load_checkpoint
 from metarun.engine.divergence import all_finite
 from metarun.engine.run_dir import RunDirError, RunDirLock
-from metarun.errors import ConfigError, MetarunError
+from metarun.errors import ConfigError, DataError, MetarunError
 from test_resume import assert_same_parameters
 
 SINUSOID = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.val_every=0", "eval.episodes=20",
@@ -152,3 +161,57 @@ def test_declared_keys_may_still_be_forced_and_groups_added(cli, tmp_path):
     done = cli(*SINUSOID, "++trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'run'}")
     assert json.loads((tmp_path / "run" / "results.json").read_text())["step"] == 3
     assert "test mse" in done.stdout
+
+
+def flip_bytes_of_first_member(archive: Path) -> str:
+    """Invert 64 bytes inside the stored data of the archive's first PNG (in sorted order, the
+    first image a loader reads); returns the member's name."""
+    with zipfile.ZipFile(archive) as z:
+        member = z.getinfo(min(n for n in z.namelist() if n.endswith(".png")))
+    data = bytearray(archive.read_bytes())
+    header = member.header_offset
+    name_length, extra_length = struct.unpack("<HH", data[header + 26:header + 30])
+    start = header + 30 + name_length + extra_length + 8
+    for i in range(start, start + min(64, member.compress_size - 8)):
+        data[i] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    return member.filename
+
+
+@needs_omniglot_files
+def test_a_damaged_archive_member_is_a_one_line_error_naming_it_and_fails_the_check(tmp_path, capsys):
+    root = tmp_path / "omniglot"
+    root.mkdir()
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        shutil.copy(Path(DATA_DIR) / "omniglot" / name, root / name)
+    member = flip_bytes_of_first_member(root / "images_background.zip")
+    with pytest.raises(DataError) as error:
+        load_cached(root, tmp_path / "cache", 28, allow_download=False, download_url="http://127.0.0.1:9")
+    message = str(error.value)
+    assert f"{root / 'images_background.zip'}: member {member} is corrupt" in message
+    assert "\n" not in message and "68d2efa1b9178cc56df9314c21c6e718" in message  # the upstream md5
+
+    status = check("omniglot", ["data.source=local", f"paths.data_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "| images_background.zip | BROKEN |" in out and member in out
+    assert "| images_evaluation.zip | ok |" in out
+
+
+def test_a_replaced_cache_is_rebuilt_not_used(tmp_path, caplog):
+    cache = tmp_path / "data.npz"
+    real = {"images": np.arange(24, dtype=np.uint8).reshape(2, 3, 4)}
+    builds = []
+
+    def build():
+        builds.append(1)
+        return real
+
+    assert cached_arrays(cache, ("images",), build)["images"].sum() == real["images"].sum()
+    assert cached_arrays(cache, ("images",), build) is not None and len(builds) == 1  # the cache serves
+    np.savez(cache, images=np.zeros((2, 3, 4), dtype=np.uint8))  # readable, right shape, wrong content
+    again = cached_arrays(cache, ("images",), build)
+    assert len(builds) == 2 and np.array_equal(again["images"], real["images"])
+    assert "differs from what was written when it was built" in caplog.text
+    with np.load(cache) as stored:  # rebuilt on disk too
+        assert np.array_equal(stored["images"], real["images"])

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from metarun.data.download import fetch, file_digest
-from metarun.data.omniglot_archive import decode_png
+from metarun.data.omniglot_archive import UnreadableImage, decode_png
 from metarun.errors import DataError
 from metarun.tasks import Task
 
@@ -91,11 +91,16 @@ def run_task(run: LakeRun, image_size: int, normalise: Callable[[torch.Tensor], 
     """The run as a 20-way 1-shot task: the training images are the support set (label i for
     class i+1), the test images the queries -- in the same preprocessing as meta-training
     (``normalise``: the meta-training source's)."""
-    def images(pngs):
-        pixels = np.stack([decode_png(p, image_size) for p in pngs])
+    def images(pngs, kind: str):
+        try:
+            pixels = np.stack([decode_png(p, image_size) for p in pngs])
+        except UnreadableImage as e:
+            raise DataError(f"an image of {run.name}/{kind}/ in {ARCHIVE} does not decode ({e}); fetch "
+                            f"{ARCHIVE} again (sha256 {SHA256})") from e
         return normalise(torch.from_numpy(pixels).float().div_(255).unsqueeze(1))
 
-    return Task(images(run.training), torch.arange(WAYS), images(run.test), torch.tensor(run.labels))
+    return Task(images(run.training, "training"), torch.arange(WAYS), images(run.test, "test"),
+                torch.tensor(run.labels))
 
 
 def ink_points(png: bytes) -> torch.Tensor:
