@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy import stats
 
 from metarun.engine.stats import HIGHER_IS_BETTER, mean_ci95, primary
 
@@ -133,9 +134,8 @@ def read_run(path: Path) -> Run:
     if run.status == "unfinished":
         step = max((r["step"] for r in metrics), default=0)
         run.detail = f"stopped at step {step}" if step else "no step logged"
-    rates = [r["perf/tasks_per_s"] for r in metrics if "perf/tasks_per_s" in r]
-    if rates:
-        run.tasks_per_s = float(np.mean(rates))
+    if run.results and run.results.get("wall_time_s"):
+        run.tasks_per_s = run.results["step"] * config["algo"]["meta_batch"] / run.results["wall_time_s"]
     return run
 
 
@@ -147,7 +147,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def mean_rate(runs: list[Run]) -> float:
-    """Mean tasks/s of the runs that logged one (NaN when none did, e.g. runs shorter than log_every)."""
+    """Mean meta-training tasks/s of the runs (steps x algo.meta_batch / training time, the same
+    for every learner; validation, checkpoints and testing are not training time)."""
     rates = [r.tasks_per_s for r in runs if not math.isnan(r.tasks_per_s)]
     return float(np.mean(rates)) if rates else float("nan")
 
@@ -158,16 +159,13 @@ def format_p(p: float) -> str:
 
 
 def paired_p_value(differences: np.ndarray) -> float:
-    """Two-sided p-value of a paired t-test on per-episode differences, with the normal
-    approximation to the t distribution (accurate for the >= 100 episodes of a test)."""
-    n = len(differences)
-    if n < 2:
+    """Two-sided p-value of a paired t-test on per-episode differences: Student's t with n - 1
+    degrees of freedom (scipy), as the table's column says."""
+    if len(differences) < 2:
         return float("nan")
-    sd = differences.std(ddof=1)
-    if sd == 0:
+    if differences.std(ddof=1) == 0:  # t is 0 or infinite
         return 1.0 if differences.mean() == 0 else 0.0
-    t = differences.mean() / (sd / math.sqrt(n))
-    return math.erfc(abs(t) / math.sqrt(2))
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
 
 
 def episode_means(runs: list[Run]) -> np.ndarray | None:
@@ -236,7 +234,8 @@ def markdown(rows: list[Row], runs: list[Run]) -> str:
     lines = ["# Comparison", "",
              "Test score: mean ± 95% CI over the test episodes (averaged over seeds episode by "
              "episode); the best of each setting in bold; p: paired t-test against the best on "
-             "the identical test episodes.", ""]
+             "the identical test episodes (Student's t, n - 1 degrees of freedom); tasks/s: meta-training "
+             "tasks per second of training time (steps x algo.meta_batch / training time).", ""]
     if rows:
         table = [format_row(row) for row in rows]
         header = list(table[0])

@@ -52,9 +52,13 @@ def test_multirun_writes_a_comparison_that_matches_the_runs(cache_dir, tmp_path)
         assert float(row["mean"]) == pytest.approx(mean)
         assert float(row["ci95"]) == pytest.approx(ci95)
         # and each run's own results.json agrees with its episode scores
+        rates = []
         for r in runs:
             results = json.loads((r / "results.json").read_text())
             assert results["mean"] == pytest.approx(np.load(r / "episode_scores.npy").mean())
+            rates.append(results["step"] * 1 / results["wall_time_s"])  # meta_batch 1
+        # tasks/s: meta-training tasks per second of training time, as for every learner
+        assert float(row["tasks_per_s"]) == pytest.approx(np.mean(rates))
     best = max(rows.values(), key=lambda row: float(row["mean"]))
     other = next(row for row in rows.values() if row is not best)
     assert best["best"] == "True" and other["best"] == "False"
@@ -160,6 +164,9 @@ def test_paired_p_value():
     assert paired_p_value(same - same) == 1.0
     assert paired_p_value(rng.normal(0.0, 1.0, 2000)) > 0.01
     assert paired_p_value(rng.normal(0.3, 1.0, 2000)) < 1e-6
+    # Student's t, not the normal curve: t = 4.243 with 4 degrees of freedom is p = 0.0132
+    # (the normal approximation would say 2.2e-5)
+    assert paired_p_value(np.array([1.0, 2.0, 3.0, 4.0, 5.0])) == pytest.approx(0.013236, abs=1e-6)
     # a difference beyond double precision is reported as such, not as a p of 0
     assert format_p(paired_p_value(rng.normal(5.0, 1.0, 600))) == "< 1e-300"
     assert format_p(0.01234) == "0.0123"
