@@ -58,3 +58,13 @@ def test_run_writes_everything_and_eval_mode_reproduces_the_test_score(cli, tmp_
     wrong = cli("mode=eval", "algo=maml", f"trainer.ckpt_path={run_dir / 'checkpoints' / 'best.pt'}",
                 check=False)
     assert wrong.returncode == 2 and "protonet, the algo that" in wrong.stderr
+
+
+def test_help_says_what_metarun_does_before_the_config_dump(cli):
+    done = cli("--help")
+    text = done.stdout
+    assert text.startswith("metarun: a config-driven experiment runner for meta-learning")
+    assert "metarun algo=protonet data=omniglot" in text and "metarun -m algo=maml,protonet" in text
+    assert "Where runs go: outputs/<date>/<time>_<algo>_<data>/" in text
+    assert "algo: anil, baseline, baselinepp, fomaml, maml" in text  # every group's options
+    assert text.index("Examples") < text.index("The default config:") < text.index("inner_lr: 0.4")
