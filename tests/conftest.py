@@ -14,6 +14,9 @@ from hydra import compose, initialize_config_module
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the build scripts under test
 
 DATA_DIR = os.environ.get("METARUN_DATA_DIR")
+# how long a subprocess of a test may take before it is taken for hung: a guard, never a speed
+# check, so an hour, which a shared CI machine ten times slower than this one stays far below
+HANG_GUARD_S = 3600
 needs_omniglot_files = pytest.mark.skipif(
     not DATA_DIR or not (Path(DATA_DIR) / "omniglot").is_dir(),
     reason="METARUN_DATA_DIR does not hold omniglot/ (CI sets it to ../shared/data)")
@@ -35,6 +38,15 @@ def parameters_batch_norm_leaves_free(module) -> list:
                     and normalises_with_batch_statistics(following)):
                 cancelled.add(id(layer.bias))
     return [p for p in module.parameters() if id(p) not in cancelled]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def output_dir(tmp_path_factory) -> Path:
+    """Where runs go that a test does not place itself (METARUN_OUTPUT_DIR, read by
+    paths.output_dir, in this process and the CLI processes it starts): never the project's outputs/."""
+    path = tmp_path_factory.mktemp("outputs")
+    os.environ["METARUN_OUTPUT_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +75,7 @@ def metarun_command(cache_dir: Path, *args: str) -> tuple[list[str], dict]:
 @pytest.fixture
 def cli(cache_dir):
     """Run the CLI in a fresh process; returns the CompletedProcess."""
-    def _run(*args: str, timeout: float = 600, check: bool = True):
+    def _run(*args: str, timeout: float = HANG_GUARD_S, check: bool = True):
         command, env = metarun_command(cache_dir, *args)
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
         if check and done.returncode != 0:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import metarun_command
+from conftest import HANG_GUARD_S, metarun_command
 from metarun.algorithms import build_learner
 from metarun.engine.reproducibility import seed_everything
 from metarun.engine.checkpoint import load_checkpoint
@@ -24,7 +24,7 @@ SHORT_OMNIGLOT_MAML = ("algo=maml", "data=omniglot", "algo.meta_batch=4", "train
 
 def run_metarun(command: list[str], env: dict) -> None:
     done = subprocess.run(command, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"},
-                          timeout=600)
+                          timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
 
 
@@ -64,6 +64,6 @@ def test_two_processes_equal_one_process(make_cfg, cache_dir, tmp_path):
 def test_meta_batch_must_split_evenly(cache_dir, tmp_path):
     command, env = metarun_command(cache_dir, "algo=maml", "data=sinusoid", "backbone=mlp",
                                    "algo.meta_batch=3", f"hydra.run.dir={tmp_path}")
-    done = subprocess.run(torchrun(command), capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(torchrun(command), capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert done.returncode != 0
     assert "algo.meta_batch=3 is not allowed: a multiple of the 2 processes" in done.stderr

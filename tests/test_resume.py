@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import metarun_command
+from conftest import HANG_GUARD_S, metarun_command
 from metarun.cli import run
 from metarun.engine import trainer as trainer_module
 from metarun.engine.checkpoint import atomic_save, load_checkpoint
@@ -42,7 +42,7 @@ def test_sigkill_mid_training_then_resume_gives_identical_parameters(cli, cache_
 
     command, env = metarun_command(cache_dir, *SHORT_SINUSOID_RUN, f"hydra.run.dir={killed}")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + HANG_GUARD_S
     while last_logged_step(killed) < 320 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.kill()  # SIGKILL: no handler, no cleanup
@@ -94,11 +94,11 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resumes_to_the_same_
     cli(*run, f"hydra.run.dir={straight}")
     command, env = metarun_command(cache_dir, *run, f"hydra.run.dir={stopped}")
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + HANG_GUARD_S
     while last_logged_step(stopped) < 60 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 128 + signal.SIGTERM, output
     assert not (stopped / "results.json").exists()
     stopped_at = load_checkpoint(stopped / "checkpoints" / "last.pt")["step"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import metarun_command
+from conftest import HANG_GUARD_S, metarun_command
 from metarun.compare import compare, format_p, paired_p_value
 from metarun.engine.stats import mean_ci95
 
@@ -26,7 +26,7 @@ def sweep_command(cache_dir: Path, sweep_dir: Path, *args: str) -> tuple[list[st
     return command, env
 
 
-def sweep(cache_dir: Path, sweep_dir: Path, *args: str, timeout: float = 600):
+def sweep(cache_dir: Path, sweep_dir: Path, *args: str, timeout: float = HANG_GUARD_S):
     command, env = sweep_command(cache_dir, sweep_dir, *args)
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -99,7 +99,7 @@ def test_optuna_search_maximises_validation_accuracy(cache_dir, tmp_path):
         cache_dir, "hparams_search=maml_omniglot", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}",
         "algo.meta_batch=2", "backbone.channels=16", "trainer.max_steps=20", "trainer.val_every=10",
         "trainer.val_episodes=20", "eval.episodes=20")  # 16 channels: the search is under test, not MAML
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     trials = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*_maml_omniglot/results.json"))]
     assert len(trials) == 3 and all(t["val_best"] is not None for t in trials)
@@ -137,7 +137,7 @@ def test_a_killed_sweep_resumes_skipping_finished_runs(cache_dir, tmp_path):
     command, env = sweep_command(cache_dir, tmp_path, *args)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_GUARD_S
     try:
         # wait until the first run has finished and the second has written a checkpoint
         while not (list(tmp_path.glob("0_*/results.json")) and list(tmp_path.glob("1_*/checkpoints/last.pt"))):
