@@ -23,6 +23,7 @@ import numpy as np
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
 from metarun.data.download import OfficialArchive, locate_archive
 from metarun.data.episodes import FewShotImageSource
+from metarun.data.pickles import load_published_pickle
 from metarun.errors import DataError
 
 ARCHIVE = "cifar-100-python.tar.gz"
@@ -51,12 +52,12 @@ def read_member(location: Path, member: str) -> dict:
     try:
         if location.is_dir():
             with open(location / member, "rb") as f:
-                return pickle.load(f, encoding="latin1")
+                return load_published_pickle(f, str(location / member), encoding="latin1")
         with tarfile.open(location) as archive:
             handle = archive.extractfile(f"{FOLDER}/{member}")
             if handle is None:
                 raise KeyError(member)
-            return pickle.load(handle, encoding="latin1")
+            return load_published_pickle(handle, f"{location}: {FOLDER}/{member}", encoding="latin1")
     except (OSError, KeyError, tarfile.TarError, pickle.UnpicklingError, EOFError) as e:
         raise DataError(f"{location}: cannot read the CIFAR-100 member {FOLDER}/{member} "
                         f"({type(e).__name__}: {e}); expected the official python archive") from e

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
 from metarun.data.episodes import FewShotImageSource
 from metarun.data.images import square_rgb
+from metarun.data.pickles import load_published_pickle
 from metarun.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -74,7 +75,7 @@ def read_csv_split(root: Path, split: str, image_size: int) -> dict[str, np.ndar
 def read_pickle_split(path: Path, image_size: int) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f)
+            data = load_published_pickle(f, str(path))
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
         raise DataError(f"{path} is not a readable pickle ({e})") from e
     expected = "a dict with image_data (N x H x W x 3 uint8) and class_dict ({class: [indices]})"

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
 from metarun.data.episodes import FewShotImageSource
 from metarun.data.images import square_rgb
+from metarun.data.pickles import load_published_pickle
 from metarun.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -55,7 +56,7 @@ def check_files(root: Path) -> None:
 def load_pickle(path: Path):
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")  # the published files were written by Python 2
+            return load_published_pickle(f, str(path), encoding="latin1")  # written by Python 2
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as e:
         raise DataError(f"{path} is not a readable pickle ({e})") from e
 
