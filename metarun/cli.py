@@ -25,6 +25,7 @@ from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
 from metarun.engine.divergence import all_finite
+from metarun.engine.environment import environment
 from metarun.engine.host_memory import cache_host_memory
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
@@ -73,7 +74,7 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, state: 
         "ways": data.get("ways"), "shots": data.get("shots"), "queries": data.get("queries"),
         "eval_seed": cfg.eval.seed, "transductive_bn": learner.transductive,
         "checkpoint": str(checkpoint), "step": state["step"], "seed": cfg.seed,
-        "val_best": val_best, "protocol": cfg.eval.protocol,
+        "val_best": val_best, "protocol": cfg.eval.protocol, "environment": environment(device),
     }
     if cfg.eval.protocol == "lake_runs":
         results.update(ways=lake_runs.WAYS, shots=1, queries=1, error_rate_percent=100 * (1 - mean),
@@ -265,8 +266,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
             raise
         summary = f"metarun: error: {e}" if isinstance(e, MetarunError) else traceback.format_exc()
         if not isinstance(e, RunDirError):  # (a run dir held by another run is not this run's to write)
-            # the reason stays with the run, for metarun-compare and for whoever resumes it
+            # the reason stays with the run, for metarun-compare and for whoever resumes it; a
+            # run that failed before its config was written (a refused key) is listed all the same
             (run_dir / ERROR_FILE).write_text(summary + "\n")
+            if not (run_dir / ".hydra" / "config.yaml").exists():
+                write_run_config(run_dir, cfg, hydra_cfg)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # record the failure and let the other runs of the sweep go on; the sweep's
             # comparison lists it and the sweep exits with status 1

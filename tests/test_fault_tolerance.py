@@ -155,6 +155,8 @@ def test_keys_added_with_plus_that_conf_does_not_declare_are_refused(cli, tmp_pa
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"metarun: error: {message}")
     assert not (tmp_path / "run" / "checkpoints").exists()
+    # a failed run all the same, which metarun-compare and a sweep's comparison list as such
+    assert (tmp_path / "run" / "error.txt").exists() and (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
 
 def test_declared_keys_may_still_be_forced_and_groups_added(cli, tmp_path):

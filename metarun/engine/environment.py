@@ -1,0 +1,51 @@
+"""Where and with what code a result was obtained: kept in results.json, so that a recorded
+figure (``metarun-results record``) names the machine that trained and tested it."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux: /proc/cpuinfo; elsewhere what the platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def code_version() -> dict[str, object]:
+    """The git commit of the metarun source that runs, and whether it had uncommitted changes
+    (None where metarun is not run from a git checkout, e.g. an installed wheel)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True,
+                                  timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": bool(changes) if commit else None}
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    return {
+        "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+    }
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    return {**machine(device), **code_version()}

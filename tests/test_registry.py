@@ -1,0 +1,60 @@
+"""The results registry: recording a run, the tables generated from it, rerunning an entry."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metarun.errors import MetarunError
+from metarun.registry import (REGISTRY, TABLE_END, TABLE_START, load_entries, record, table, verify,
+                              with_table)
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SHORT = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=20", "trainer.val_every=0",
+         "eval.episodes=20")
+
+
+def test_a_recorded_run_carries_its_command_config_machine_and_results_and_verifies(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    cli(*SHORT, f"hydra.run.dir={run_dir}")
+    registry = tmp_path / "results"
+    path = record(run_dir, registry)
+    assert path.name == "maml_sinusoid_5shot_seed0.json"
+    entry = json.loads(path.read_text())
+    assert entry["command"] == "metarun trainer.progress=false " + " ".join(SHORT)
+    assert entry["config"]["algo"]["inner_lr"] == 0.01 and entry["steps"] == 20 and entry["mode"] == "train"
+    assert entry["results"] == json.loads((run_dir / "results.json").read_text())
+    environment = entry["environment"]
+    assert environment["cpu_cores"] >= 1 and environment["torch"] and "git_commit" in environment
+    with pytest.raises(MetarunError, match="exists already"):
+        record(run_dir, registry)
+
+    ok, message = verify(path, tmp_path / "verify")  # CPU runs repeat exactly
+    assert ok and "reproduced" in message
+    rerun = json.loads((tmp_path / "verify" / path.stem / "results.json").read_text())
+    assert rerun["mean"] == entry["results"]["mean"]
+
+
+def fake_entry(algo: str, seed: int, mean: float, recipe: str) -> dict:
+    """A registry entry's shape, for the table's formatting only (not a result)."""
+    return {"recipe": recipe, "command": f"metarun +experiment={recipe} seed={seed}", "steps": 1000,
+            "train_time_s": 100.0 + seed, "environment": {"gpu": None, "cpu": "CPU", "cpu_cores": 2},
+            "results": {"algo": algo, "data": "omniglot", "split": "vinyals", "ways": 5, "shots": 1,
+                        "n_episodes": 1000, "metric": "accuracy", "mean": mean, "ci95": 0.0015, "seed": seed}}
+
+
+def test_the_table_groups_seeds_and_stands_each_row_beside_its_paper():
+    rows = table([fake_entry("protonet", 1, 0.9880, "p"), fake_entry("protonet", 0, 0.9884, "p"),
+                  fake_entry("maml", 0, 0.9700, "m")]).splitlines()
+    maml, protonet = rows[2], rows[3]
+    assert "**98.82%** (2 seeds: 98.84 ± 0.15, 98.80 ± 0.15)" in protonet
+    assert "98.8% (Snell et al. 2017, Table 1): reached" in protonet and "100-101 s, 1,000 steps" in protonet
+    assert "98.7% ± 0.4% (Finn et al. 2017, Table 1): 1.70 points below" in maml
+
+
+def test_the_readme_results_table_is_the_one_the_registry_generates():
+    text = README.read_text()
+    assert TABLE_START in text and TABLE_END in text
+    assert with_table(text, table(load_entries(REGISTRY)), README) == text, \
+        "the README's results table is stale: run `metarun-results table --update README.md`"
