@@ -164,7 +164,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
         changes = check_resume(checkpoint, state["config"], OmegaConf.to_container(cfg, resolve=True))
     if main:
         (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt
-        write_run_config(run_dir, cfg, hydra_cfg)
+        if state is None:  # a resumed run's record changes only once it trains on (below)
+            write_run_config(run_dir, cfg, hydra_cfg)
     validate_config(cfg)
     for warning in config_warnings(cfg):
         log.warning(warning)
@@ -199,10 +200,12 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
     if state is not None and results_file.exists() and trainer.finished():
         results = json.loads(results_file.read_text())
         log.info(f"{run_dir} has finished already (step {trainer.step} of trainer.max_steps="
-                 f"{cfg.trainer.max_steps}); its results:")
+                 f"{cfg.trainer.max_steps}); its results (to test it with other eval settings: "
+                 f"mode=eval trainer.ckpt_path={checkpoint}):")
         log.info(describe(results))
         return results
     if main and state is not None:
+        write_run_config(run_dir, cfg, hydra_cfg)
         record_resume(run_dir, checkpoint, trainer.step, changes)
         if changes:
             log.info("resumed with changed settings (recorded in resumes.jsonl): " + ", ".join(

@@ -90,8 +90,13 @@ def test_a_finished_run_continued_with_more_steps_trains_on_and_records_the_chan
     straight, continued = tmp_path / "straight", tmp_path / "continued"
     run(make_cfg(*SINUSOID, "trainer.max_steps=40"), straight)
     run(make_cfg(*SINUSOID, "trainer.max_steps=20"), continued)
-    finished = run(make_cfg(*SINUSOID, "trainer.max_steps=20", "trainer.resume=true"), continued)
-    assert finished["step"] == 20 and not (continued / "resumes.jsonl").exists()  # nothing to do
+    recorded = (continued / ".hydra" / "config.yaml").read_text()
+    finished = run(make_cfg(*SINUSOID, "trainer.max_steps=20", "trainer.resume=true", "eval.episodes=30"),
+                   continued)
+    # nothing to do: the old results, and a record that claims no setting it did not use
+    assert finished["step"] == 20 and finished["n_episodes"] == 20
+    assert not (continued / "resumes.jsonl").exists()
+    assert (continued / ".hydra" / "config.yaml").read_text() == recorded
 
     result = run(make_cfg(*SINUSOID, "trainer.max_steps=40", "trainer.resume=true"), continued)
     assert result["step"] == 40
