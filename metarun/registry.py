@@ -63,7 +63,11 @@ def entry_from_run(run_dir: Path) -> dict:
     if "environment" not in results:
         raise MetarunError(f"{results_file} does not say which machine and code produced it (tested by an "
                            "older metarun); test its checkpoint again with mode=eval to record it")
-    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise MetarunError(f"{run_dir} has no .hydra/overrides.yaml, so the command that repeats it is "
+                           "unknown: record runs started by the metarun command")
+    overrides = yaml.safe_load(overrides_file.read_text()) or []
     config = read_config(run_dir)
     return {
         "recipe": recipe_of(overrides, results["algo"]),
@@ -167,6 +171,8 @@ def with_table(text: str, generated: str, path: Path) -> str:
 def verify(entry_path: Path, workdir: Path | None = None) -> tuple[bool, str]:
     """Rerun a recorded training run with its command (on this machine) and say whether the new
     figure lies within the recorded 95% CI."""
+    if not entry_path.is_file():
+        raise MetarunError(f"{entry_path} is not a registry entry (see results/*.json)")
     entry = json.loads(entry_path.read_text())
     if entry["mode"] != "train":
         raise MetarunError(f"{entry_path} records mode={entry['mode']}: verify the training run it evaluated")
