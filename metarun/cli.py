@@ -25,7 +25,7 @@ from metarun.engine import distributed
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
 from metarun.engine.divergence import all_finite
-from metarun.engine.environment import environment
+from metarun.engine.environment import code_version, environment
 from metarun.engine.host_memory import cache_host_memory
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
@@ -152,6 +152,7 @@ def checkpoint_to_continue(cfg, run_dir: Path) -> Path | None:
 def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_name: str | None,
                hydra_cfg) -> dict | None:
     main = ranks.is_main
+    code_version()  # the code as it is when the run starts, for results.json
     if hydra_cfg is not None:
         check_added_keys(list(hydra_cfg.overrides.task),
                          lambda overrides: compose(config_name=hydra_cfg.job.config_name, overrides=overrides))

@@ -2,6 +2,7 @@
 figure (``metarun-results record``) names the machine that trained and tested it."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -23,9 +24,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
 def code_version() -> dict[str, object]:
     """The git commit of the metarun source that runs, and whether it had uncommitted changes
-    (None where metarun is not run from a git checkout, e.g. an installed wheel)."""
+    (None where metarun is not run from a git checkout, e.g. an installed wheel). Cached: a run
+    asks at its start (``cli.run``), so a commit made while it trains is not taken for its code."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True,
