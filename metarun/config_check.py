@@ -93,19 +93,20 @@ def check_choices(cfg, choices: dict) -> None:
             raise ConfigError(key, value, f"one of {', '.join(allowed)}")
 
 
-def check_integers(cfg, keys, minimum: int) -> None:
+def check_integers(cfg, keys, minimum: int, context: str = "") -> None:
+    """``context``: when the keys are needed, added to the message (``with algo.scheduler.name=step``)."""
     for key in keys:
         value = get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             word = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-            raise ConfigError(key, value, word)
+            raise ConfigError(key, value, f"{word} {context}".rstrip())
 
 
-def check_positive_numbers(cfg, keys) -> None:
+def check_positive_numbers(cfg, keys, context: str = "") -> None:
     for key in keys:
         value = get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ConfigError(key, value, "a finite positive number")
+            raise ConfigError(key, value, f"a finite positive number {context}".rstrip())
 
 
 # the affine augmentation's ranges: key -> (lowest allowed, the bound it must stay under)
@@ -154,15 +155,13 @@ SCHEDULER_KEYS = {"constant": (), "step": ("step_size", "gamma"), "linear": ("en
 def check_scheduler(cfg) -> None:
     scheduler = cfg.algo.scheduler
     needed = f"with algo.scheduler.name={scheduler.name}"
-    for name in SCHEDULER_KEYS[scheduler.name]:
-        key, value = f"algo.scheduler.{name}", scheduler[name]
-        number = not isinstance(value, bool) and isinstance(value, (int, float))
-        if name in ("step_size", "total_steps") and not (number and isinstance(value, int) and value >= 1):
-            raise ConfigError(key, value, f"a positive integer {needed}")
-        if name == "gamma" and not (number and 0 < value < math.inf):
-            raise ConfigError(key, value, f"a finite positive number {needed}")
-        if name == "end_factor" and not (number and 0 <= value <= 1):
-            raise ConfigError(key, value, f"a number in [0, 1] {needed}")
+    reads = SCHEDULER_KEYS[scheduler.name]
+    check_integers(cfg, [f"algo.scheduler.{k}" for k in ("step_size", "total_steps") if k in reads], 1, needed)
+    check_positive_numbers(cfg, [f"algo.scheduler.{k}" for k in ("gamma",) if k in reads], needed)
+    if "end_factor" in reads:
+        value = scheduler.end_factor
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError("algo.scheduler.end_factor", value, f"a number in [0, 1] {needed}")
 
 
 def check_booleans(cfg, keys) -> None:
