@@ -182,8 +182,13 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
     seed_everything(cfg.seed)
     if cfg.trainer.deterministic and device.type == "cuda":
         deterministic_gpu_kernels()
-    sources = build_sources(cfg.data, cfg.paths)
+    tested_state = None
+    if cfg.mode == "eval":
+        tested_state = load_checkpoint(Path(cfg.trainer.ckpt_path), cfg.trainer.trust_checkpoint)
+    sources = build_sources(cfg.data, cfg.paths, trained_class_split(cfg, state or tested_state))
     check_episode_shapes(cfg, sources)
+    if main and cfg.data.name == "folder":
+        write_class_split(run_dir, sources)
     for source in sources.values():
         if source is not None:
             source.to(device)
@@ -191,7 +196,7 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
     learner = build_learner(cfg, train.kind, train.image_shape, train.n_classes).to(device)
 
     if cfg.mode == "eval":
-        return evaluate_checkpoint(cfg, learner, sources, device, run_dir) if main else None
+        return evaluate_checkpoint(cfg, learner, sources, device, run_dir, tested_state) if main else None
 
     trainer = Trainer(cfg, learner, sources, run_dir, device, ranks,
                       on_config_change=lambda: write_run_config(run_dir, cfg, hydra_cfg) if main else None)
@@ -225,10 +230,27 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
     return results
 
 
-def evaluate_checkpoint(cfg, learner, sources, device, run_dir: Path) -> dict:
-    """mode=eval: score ``trainer.ckpt_path`` on the test episodes of this config."""
+def trained_class_split(cfg, state: dict | None) -> dict[str, list[str]] | None:
+    """The classes of each split that the checkpoint ``state`` was trained with, when this run
+    reads the same image folder (data=folder): a resume or a test must not split it anew."""
+    if state is None or cfg.data.name != "folder":
+        return None
+    trained = state["config"]["data"]
+    if trained["name"] != "folder" or Path(trained["root"]).expanduser().resolve() != \
+            Path(cfg.data.root).expanduser().resolve():
+        return None
+    return state.get("learner", {}).get("class_split")
+
+
+def write_class_split(run_dir: Path, sources) -> None:
+    """split.json: the class folders of each split, for the user (checkpoints hold it too)."""
+    split = {name: source.class_names for name, source in sources.items() if source is not None}
+    (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+
+
+def evaluate_checkpoint(cfg, learner, sources, device, run_dir: Path, state: dict) -> dict:
+    """mode=eval: score ``trainer.ckpt_path`` (loaded as ``state``) on the test episodes of this config."""
     checkpoint = Path(cfg.trainer.ckpt_path)
-    state = load_checkpoint(checkpoint, cfg.trainer.trust_checkpoint)
     trained = state["config"]
     for group in ("algo", "backbone"):
         if trained[group]["name"] != cfg[group].name:
@@ -290,7 +312,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """The ``metarun`` command. Under torchrun only rank 0 keeps a Hydra output dir and log file."""
+    """The ``metarun`` command (``metarun predict ...``: ``metarun.predict``). Under torchrun only
+    rank 0 keeps a Hydra output dir and log file."""
+    if sys.argv[1:2] == ["predict"]:
+        from metarun.predict import main as predict_main
+        predict_main(sys.argv[2:])
+        return
     if distributed.launched_rank() > 0:
         sys.argv += ["hydra/job_logging=disabled"]
         if not any(arg.startswith("hydra.run.dir=") for arg in sys.argv):

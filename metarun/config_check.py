@@ -171,6 +171,19 @@ def check_booleans(cfg, keys) -> None:
             raise ConfigError(key, value, "true or false")
 
 
+def check_folder(data) -> None:
+    """data=folder: a root, and the split, channel and size keys it reads."""
+    if not data.root:
+        raise ConfigError("data.root", data.root, "the folder of your images (data=folder data.root=DIR): "
+                          "DIR/<class>/<image>")
+    if data.split not in ("auto", "lists", "fractions"):
+        raise ConfigError("data.split", data.split, "one of auto, lists, fractions")
+    if data.channels not in ("auto", 1, 3):
+        raise ConfigError("data.channels", data.channels, "auto, 1 (grey) or 3 (RGB)")
+    if not isinstance(data.image_size, int) or data.image_size < 1:
+        raise ConfigError("data.image_size", data.image_size, "a positive integer (pixels of the square side)")
+
+
 def validate_config(cfg) -> None:
     check_choices(cfg, CHOICES)
     check_supports(cfg.algo.name, cfg.data.name, cfg.data.kind)
@@ -178,6 +191,8 @@ def validate_config(cfg) -> None:
         check_choices(cfg, OMNIGLOT_CHOICES)
     if cfg.data.name in ("cifarfs", "fc100", "cub"):
         check_choices(cfg, DOWNLOADABLE_CHOICES)
+    if cfg.data.name == "folder":
+        check_folder(cfg.data)
     check_integers(cfg, POSITIVE, 1)
     if cfg.data.name in RL_DATA:
         check_integers(cfg, RL_DATA[cfg.data.name]["positive"], 1)
@@ -301,6 +316,8 @@ def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
     shapes = {"train": ("algo.episode", cfg.algo.episode), "val": ("data", cfg.data),
               "test": ("data", cfg.data)}
     for split, (prefix, shape) in shapes.items():
+        if split == "train" and cfg.mode == "eval":
+            continue  # a checkpoint is tested: no meta-training episode is drawn
         source = sources.get(split)
         if not isinstance(source, FewShotImageSource):
             continue
@@ -314,8 +331,15 @@ def check_episode_shapes(cfg, sources: dict[str, EpisodeSource | None]) -> None:
                               f"{cfg.data.train_task_classes}: the {split} split's largest alphabet "
                               f"has {source.largest_group} classes")
         if shape.shots + shape.queries > source.min_images_per_class:
-            raise ConfigError(f"{prefix}.shots + {prefix}.queries", shape.shots + shape.queries,
-                              f"at most {source.min_images_per_class}: the images of one class")
+            needed = shape.shots + shape.queries
+            which = "the images of one class"
+            if source.class_names is not None:
+                small = [n for n, c in zip(source.class_names, source.counts.tolist()) if c < needed]
+                which = (f"class {source.class_names[int(source.counts.argmin())]} of the {split} split has "
+                         f"{source.min_images_per_class} images ({len(small)} class(es) have fewer than "
+                         f"{needed}: add images, or list them in another split)")
+            raise ConfigError(f"{prefix}.shots + {prefix}.queries", needed,
+                              f"at most {source.min_images_per_class}: {which}")
 
 
 def is_config_group(key: str) -> bool:

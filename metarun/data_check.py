@@ -7,13 +7,15 @@ structure, counts per split -- and prints a table. Exit status 1 when something 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
 from metarun.data import DATASETS, build_sources
-from metarun.data import cifar100, cub
+from metarun.config_check import check_folder as check_folder_config
+from metarun.data import cifar100, cub, image_folder
 from metarun.data.download import OfficialArchive, file_digest
 from metarun.data.lake_runs import ARCHIVE as RUNS_ARCHIVE
 from metarun.data.lake_runs import SHA256 as RUNS_SHA256
@@ -89,6 +91,54 @@ def split_table(cfg) -> str:
             + table(["split", "classes", "images", "image shape"], rows))
 
 
+def check_folder(cfg) -> tuple[str, bool]:
+    """data=folder: classes and images per split, classes too small for the episodes, unreadable
+    images (each by name), images identical in two splits, and files that are not images."""
+    data = cfg.data
+    scan = image_folder.scan_folder(Path(data.root).expanduser())
+    split = image_folder.split_classes(data, scan)
+    arrays, failures = image_folder.decode_folder(scan, data)
+    lines, ok = [f"Image folder {scan.root}: {len(scan.classes)} classes, {scan.n_images} images, "
+                 f"split by {'class lists' if (scan.root / 'train.txt').is_file() and data.split != 'fractions' else 'fractions'}"], True
+    needs = {"train": cfg.algo.episode.shots + cfg.algo.episode.queries, "val": data.shots + data.queries,
+             "test": data.shots + data.queries}
+    rows = []
+    for name in image_folder.SPLITS:
+        counts = [len(scan.classes[c]) for c in split[name]]
+        small = [c for c in split[name] if len(scan.classes[c]) < needs[name]]
+        ok &= not small or not counts
+        rows.append([name, len(counts), sum(counts), min(counts, default=""), max(counts, default=""),
+                     needs[name], ", ".join(small[:5]) + (f" (+{len(small) - 5})" if len(small) > 5 else "")
+                     or "none"])
+    lines.append("\n" + table(["split", "classes", "images", "fewest a class", "most a class",
+                                "episode needs", "classes too small"], rows))
+    if failures:
+        ok = False
+        lines.append(f"\n{len(failures)} unreadable image(s):\n" + "\n".join(f"  {f}" for f in failures))
+    else:
+        owner = {c: name for name in image_folder.SPLITS for c in split[name]}
+        first_seen: dict[bytes, tuple[str, str]] = {}
+        shared = []
+        for pixels, label, file in zip(arrays["images"], arrays["labels"], arrays["files"]):
+            where = owner.get(str(arrays["class_names"][label]))
+            if where is None:
+                continue
+            key = hashlib.sha1(pixels.tobytes()).digest()
+            seen = first_seen.setdefault(key, (where, str(file)))
+            if seen[0] != where:
+                shared.append(f"  {seen[1]} ({seen[0]}) = {file} ({where})")
+        if shared:
+            ok = False
+            lines.append(f"\n{len(shared)} image(s) identical (at {data.image_size}px) in two splits, which "
+                         "lets a test class leak into meta-training:\n" + "\n".join(shared))
+        else:
+            lines.append("\nno image is identical in two splits")
+    if scan.other_files:
+        lines.append(f"\n{len(scan.other_files)} file(s) are not images and are not read, e.g. "
+                     f"{scan.other_files[0]}")
+    return "\n".join(lines), ok
+
+
 def check(name: str, overrides: list[str]) -> int:
     with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"data={name}", *overrides])
@@ -98,6 +148,15 @@ def check(name: str, overrides: list[str]) -> int:
         print(report + "\n")
     if name in ARCHIVE_SOURCES:
         print(check_archive_files(Path(cfg.data.root).expanduser(), ARCHIVE_SOURCES[name]) + "\n")
+    if name == "folder":
+        try:
+            check_folder_config(cfg.data)
+            report, ok = check_folder(cfg)
+        except MetarunError as e:
+            print(f"metarun-data: {e}", file=sys.stderr)
+            return 1
+        print(report)
+        return 0 if ok else 1
     try:
         print(split_table(cfg))
     except MetarunError as e:

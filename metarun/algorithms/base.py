@@ -57,6 +57,11 @@ class MetaLearner(nn.Module):
         """Query predictions (logits or regression values) after adapting on the support set."""
         raise NotImplementedError
 
+    def class_probabilities(self, prediction: torch.Tensor) -> torch.Tensor:
+        """``adapt_and_predict``'s classification output as probabilities over the ways (rows sum
+        to 1): the softmax of logits (log-probabilities stay what they are)."""
+        return torch.softmax(prediction.float(), dim=-1)
+
 
 def mean_metrics(per_task: list[Metrics]) -> Metrics:
     return {k: sum(m[k] for m in per_task) / len(per_task) for k in per_task[0]}

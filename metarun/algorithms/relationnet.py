@@ -64,3 +64,9 @@ class RelationNet(MetaLearner):
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
         return self.relation_scores(task)
+
+    def class_probabilities(self, prediction: torch.Tensor) -> torch.Tensor:
+        """Relation scores in (0, 1), trained by MSE towards the one-hot match, are no logits:
+        normalised to sum to 1 instead of a softmax (which would flatten them towards uniform)."""
+        scores = prediction.float()
+        return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -76,6 +76,7 @@ class FewShotImageSource(EpisodeSource):
         self.normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # per-channel mean, std
         self.augmentation: Augmentation | None = None  # the meta-training split's alone
         self.class_group: torch.Tensor | None = None  # [n_classes] group ids; None: classes drawn from all
+        self.class_names: list[str] | None = None  # the classes by name, where a data set names them (folders)
 
     def channel_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and standard deviation of the pixel values in [0, 1], over up to

@@ -19,6 +19,7 @@ from metarun.algorithms import MetaLearner
 from metarun.algorithms.base import Metrics
 from metarun.data import EpisodeSource, eval_shape, train_shape
 from metarun.engine.distributed import Ranks
+from metarun.data import learner_spec
 from metarun.engine.checkpoint import atomic_save, restore_rng_states, rng_states
 from metarun.engine.cuda_graph import GraphedUpdate, portable_optimizer_state
 from metarun.engine.divergence import check_step_is_finite
@@ -65,6 +66,7 @@ class Trainer:
                  run_dir: Path, device: torch.device, ranks: Ranks | None = None,
                  on_config_change: Callable[[], None] = lambda: None):
         self.cfg, self.learner, self.sources = cfg, learner, sources
+        self.learner_spec = learner_spec(cfg.data, sources)  # lets metarun.load use a checkpoint alone
         self.on_config_change = on_config_change  # called when training sets a key (fit_max_steps)
         self.run_dir, self.device = run_dir, device
         self.ranks = ranks or Ranks()
@@ -96,7 +98,7 @@ class Trainer:
         return {"model": self.learner.state_dict(), "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
                 "train_time": self.train_time, "step_time": self.step_time, "rng": rng_states(self.generator),
-                "config": OmegaConf.to_container(self.cfg, resolve=True)}
+                "config": OmegaConf.to_container(self.cfg, resolve=True), "learner": self.learner_spec}
 
     def resume_from(self, path: Path, state: dict) -> None:
         """Continue from ``state``, the checkpoint loaded from ``path`` (its settings checked

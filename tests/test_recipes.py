@@ -1,0 +1,31 @@
+"""Each recipe of conf/experiment/ (the settings behind a recorded figure) composes and trains.
+
+The recipes themselves run 15 to 60 minutes and are recorded in results/ (docs/results-registry.md);
+here each one trains two outer updates with its own settings, the clock off, and is tested on a
+few episodes, so a renamed key or a broken learner fails the suite before a long run does."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import metarun
+from tests.conftest import needs_omniglot_files
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "metarun" / "conf" / "experiment"
+# the zoo sweeps compare learners with the papers' settings; every other experiment is a recipe
+RECIPES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if "zoo" not in p.stem)
+
+
+@needs_omniglot_files  # maml_omniglot_lake_20way tests on the runs of Lake et al.
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_each_recipe_trains_two_updates(recipe, tmp_path, cache_dir):
+    run_dir = tmp_path / recipe
+    results = metarun.run([f"+experiment={recipe}", "trainer.max_time_s=null", "trainer.fit_max_steps=null",
+                           "trainer.max_steps=2", "algo.scheduler.total_steps=2", "eval.episodes=3",
+                           "trainer.progress=false", f"paths.cache_dir={cache_dir}", "device=cpu"], run_dir=run_dir)
+    assert results["step"] == 2 and results["n_episodes"] in (3, 20)  # the Lake protocol scores its 20 runs
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert f"name: {recipe.split('_')[0]}" in config
+    assert json.loads((run_dir / "results.json").read_text()) == results
