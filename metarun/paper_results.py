@@ -22,6 +22,7 @@ class PaperResult:
 
 SNELL = "Snell et al. 2017, Table 1"
 FINN = "Finn et al. 2017, Table 1"
+VINYALS = "Vinyals et al. 2016, Table 1 (cosine, no fine-tuning)"
 PAPER_RESULTS: dict[tuple[str, str, int, int], PaperResult] = {
     ("protonet", "omniglot", 5, 1): PaperResult(98.8, None, SNELL),
     ("protonet", "omniglot", 5, 5): PaperResult(99.7, None, SNELL),
@@ -31,4 +32,8 @@ PAPER_RESULTS: dict[tuple[str, str, int, int], PaperResult] = {
     ("maml", "omniglot", 5, 5): PaperResult(99.9, 0.1, FINN),
     ("maml", "omniglot", 20, 1): PaperResult(95.8, 0.3, FINN),
     ("maml", "omniglot", 20, 5): PaperResult(98.9, 0.2, FINN),
+    ("matchingnet", "omniglot", 5, 1): PaperResult(98.1, None, VINYALS),
+    ("matchingnet", "omniglot", 5, 5): PaperResult(98.9, None, VINYALS),
+    ("matchingnet", "omniglot", 20, 1): PaperResult(93.8, None, VINYALS),
+    ("matchingnet", "omniglot", 20, 5): PaperResult(98.5, None, VINYALS),
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -38,12 +39,18 @@ def command_of(overrides: list[str]) -> str:
     return " ".join(["metarun", *(shlex.quote(o) for o in overrides)])
 
 
+# overrides that do not change what is trained and tested beyond what the table's setting column
+# shows: runs differing only in these are seeds of one recipe
+BOOKKEEPING = ("seed=", "mode=", "trainer.progress=", "trainer.ckpt_path=", "hydra.", "data.ways=", "data.shots=",
+               "data.queries=", "eval.episodes=", "experiment=")
+
+
 def recipe_of(overrides: list[str], algo: str) -> str:
-    """The entry's recipe: the experiment it ran (``+experiment=NAME``), else the algorithm."""
-    for override in overrides:
-        if override.lstrip("+").startswith("experiment="):
-            return override.split("=", 1)[1]
-    return algo
+    """The entry's recipe: the experiment it ran (``+experiment=NAME``), else the algorithm, with
+    the overrides that change it (``matchingnet_omniglot_15min algo.similarity_scale=25``)."""
+    name = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("experiment=")), algo)
+    changes = [o for o in overrides if not o.lstrip("+").startswith(BOOKKEEPING)]
+    return " ".join([name, *changes])
 
 
 def read_config(run_dir: Path) -> dict:
@@ -88,7 +95,8 @@ def default_name(entry: dict) -> str:
     r = entry["results"]
     shape = "lake_runs" if r.get("protocol") == "lake_runs" else (
         f"{r['ways']}w{r['shots']}s" if r["metric"] == "accuracy" else f"{r['shots']}shot")
-    return f"{entry['recipe']}_{r['data']}_{shape}_seed{r['seed']}"
+    recipe = re.sub(r"[^A-Za-z0-9_.-]+", "_", entry["recipe"])
+    return f"{recipe}_{r['data']}_{shape}_seed{r['seed']}"
 
 
 def record(run_dir: Path, registry: Path = REGISTRY, name: str | None = None) -> Path:
@@ -147,7 +155,9 @@ def table(entries: list[dict]) -> str:
         times = [e["train_time_s"] for e in members]
         machines = sorted({machine_of(e["environment"]) for e in members})
         training = f"{min(times):.0f}-{max(times):.0f} s" if len(times) > 1 else f"{times[0]:.0f} s"
-        training += f", {members[0]['steps']:,} steps, {'; '.join(machines)}"
+        steps = sorted({e["steps"] for e in members})
+        training += (f", {steps[0]:,} steps" if len(steps) == 1 else f", {steps[0]:,}-{steps[-1]:,} steps") + \
+            f", {'; '.join(machines)}"
         r = members[0]["results"]
         paper = PAPER_RESULTS.get((algo, r["data"], r.get("ways"), r.get("shots"))) \
             if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs" else None
