@@ -1,0 +1,31 @@
+"""MkDocs hook: pages quote the configs and the results registry instead of copying them, so the
+site cannot drift from what metarun runs and what it measured.
+
+    <!-- algo-config: maml -->     the YAML of conf/algo/maml.yaml, as it is
+    <!-- results: maml -->         the registry's table for that learner (results/, metarun-results)
+    <!-- results: all -->          the registry's whole table
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from metarun.registry import REGISTRY, load_entries, table
+
+CONF = Path(__file__).resolve().parents[1] / "metarun" / "conf"
+MARKER = re.compile(r"<!-- (algo-config|results): ([\w-]+) -->")
+
+
+def replacement(kind: str, name: str) -> str:
+    if kind == "algo-config":
+        path = CONF / "algo" / f"{name}.yaml"
+        return f"`conf/algo/{name}.yaml`, the defaults of `algo={name}`:\n\n```yaml\n{path.read_text()}```"
+    entries = [e for e in load_entries(REGISTRY) if name == "all" or e["results"]["algo"] == name]
+    if not entries:
+        return ("No recorded run yet: this learner has no entry in the results registry "
+                "([how entries are made](../results-registry.md)).")
+    return table(entries)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return MARKER.sub(lambda m: replacement(m.group(1), m.group(2)), markdown)
