@@ -13,6 +13,7 @@ generated table differs from what the registry gives now.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shlex
@@ -135,16 +136,37 @@ def machine_of(environment: dict) -> str:
     return environment["gpu"] or f"{environment['cpu']}, {environment['cpu_cores']} cores"
 
 
+def variant_of(entry: dict) -> str:
+    """A short fingerprint of what the run trained and how it was tested, beyond the episode shape:
+    the learner, backbone and data settings and the training budget. Runs of one recipe name whose
+    file changed in between (or that an override changed) get different fingerprints, so their
+    figures are never averaged together. Left out: paths, the test shape, and ``trainer.max_steps``
+    with the schedule's horizon (fitted to each machine by ``trainer.fit_max_steps``)."""
+    config = entry["config"]
+    algo = {k: v for k, v in config["algo"].items() if k != "scheduler"}
+    algo["scheduler"] = {k: v for k, v in config["algo"].get("scheduler", {}).items() if k != "total_steps"}
+    data = {k: v for k, v in config["data"].items()
+            if k not in ("root", "source", "download_url", "ways", "shots", "queries")}
+    trainer = {k: config["trainer"].get(k) for k in ("max_time_s", "fit_max_steps", "precision")}
+    described = json.dumps([algo, config["backbone"], data, trainer], sort_keys=True, default=str)
+    return hashlib.sha1(described.encode()).hexdigest()[:7]
+
+
 def table(entries: list[dict]) -> str:
     """The registry as one markdown table: a row per (recipe, learner, setting), its seeds'
     figures, their mean, and the paper's figure where one is known."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for entry in entries:
         r = entry["results"]
-        groups[(entry["recipe"], r["algo"], setting_of(r))].append(entry)
+        groups[(entry["recipe"], r["algo"], setting_of(r), variant_of(entry))].append(entry)
+    versions = defaultdict(set)
+    for recipe, algo, setting, variant in groups:
+        versions[(recipe, algo, setting)].add(variant)
     lines = ["| learner | setting | metarun (mean over seeds; each seed ± 95% CI) | training | paper | command |",
              "|---|---|---|---|---|---|"]
-    for (recipe, algo, setting), members in sorted(groups.items()):
+    for (recipe, algo, setting, variant), members in sorted(groups.items()):
+        if len(versions[(recipe, algo, setting)]) > 1:  # the recipe changed between its runs
+            recipe = f"{recipe}, config {variant}"
         members.sort(key=lambda e: e["results"]["seed"])
         scores = [score(e["results"]) for e in members]
         unit = scores[0][2]

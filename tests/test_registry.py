@@ -36,9 +36,12 @@ def test_a_recorded_run_carries_its_command_config_machine_and_results_and_verif
     assert rerun["mean"] == entry["results"]["mean"]
 
 
-def fake_entry(algo: str, seed: int, mean: float, recipe: str) -> dict:
+def fake_entry(algo: str, seed: int, mean: float, recipe: str, lr: float = 0.001) -> dict:
     """A registry entry's shape, for the table's formatting only (not a result)."""
-    return {"recipe": recipe, "command": f"metarun +experiment={recipe} seed={seed}", "steps": 1000,
+    config = {"algo": {"name": algo, "optimizer": {"lr": lr}, "scheduler": {"name": "cosine", "total_steps": 900 + seed}},
+              "backbone": {"name": "conv4"}, "data": {"name": "omniglot", "root": f"/home/user{seed}", "ways": 5},
+              "trainer": {"max_time_s": 900, "fit_max_steps": 0.95, "precision": "auto", "max_steps": 900 + seed}}
+    return {"recipe": recipe, "command": f"metarun +experiment={recipe} seed={seed}", "steps": 1000, "config": config,
             "train_time_s": 100.0 + seed, "environment": {"gpu": None, "cpu": "CPU", "cpu_cores": 2},
             "results": {"algo": algo, "data": "omniglot", "split": "vinyals", "ways": 5, "shots": 1,
                         "n_episodes": 1000, "metric": "accuracy", "mean": mean, "ci95": 0.0015, "seed": seed}}
@@ -51,6 +54,16 @@ def test_the_table_groups_seeds_and_stands_each_row_beside_its_paper():
     assert "**98.82%** (2 seeds: 98.84 ± 0.15, 98.80 ± 0.15)" in protonet
     assert "98.8% (Snell et al. 2017, Table 1): reached" in protonet and "100-101 s, 1,000 steps" in protonet
     assert "98.7% ± 0.4% (Finn et al. 2017, Table 1): 1.70 points below" in maml
+
+
+def test_runs_of_a_recipe_whose_settings_changed_are_never_averaged_together():
+    """Seeds differ in paths and the fitted horizon, and share one row; a changed learning rate
+    (the recipe file edited between runs) is a row of its own, labelled by its config."""
+    rows = table([fake_entry("protonet", 0, 0.9880, "p"), fake_entry("protonet", 1, 0.9884, "p"),
+                  fake_entry("protonet", 2, 0.9600, "p", lr=0.01)]).splitlines()[2:]
+    assert len(rows) == 2 and all("config " in row for row in rows)
+    assert sum("2 seeds: 98.80 ± 0.15, 98.84 ± 0.15" in row for row in rows) == 1
+    assert sum("(seed: 96.00 ± 0.15)" in row for row in rows) == 1
 
 
 def test_the_readme_results_table_is_the_one_the_registry_generates():
