@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
+from metarun.engine.run_dir import flatten
 from metarun.errors import MetarunError
 from metarun.paper_results import PAPER_RESULTS
 
@@ -136,20 +137,43 @@ def machine_of(environment: dict) -> str:
     return environment["gpu"] or f"{environment['cpu']}, {environment['cpu_cores']} cores"
 
 
-def variant_of(entry: dict) -> str:
-    """A short fingerprint of what the run trained and how it was tested, beyond the episode shape:
-    the learner, backbone and data settings and the training budget. Runs of one recipe name whose
-    file changed in between (or that an override changed) get different fingerprints, so their
-    figures are never averaged together. Left out: paths, the test shape, and ``trainer.max_steps``
-    with the schedule's horizon (fitted to each machine by ``trainer.fit_max_steps``)."""
+def trained_settings(entry: dict) -> dict[str, object]:
+    """What the run trained and how it was tested, beyond the episode shape, flattened
+    (``algo.optimizer.lr``...): the learner, backbone and data settings and the training budget.
+    Left out: paths, the test shape, and ``trainer.max_steps`` with the schedule's horizon (fitted
+    to each machine by ``trainer.fit_max_steps``)."""
     config = entry["config"]
-    algo = {k: v for k, v in config["algo"].items() if k != "scheduler"}
-    algo["scheduler"] = {k: v for k, v in config["algo"].get("scheduler", {}).items() if k != "total_steps"}
     data = {k: v for k, v in config["data"].items()
             if k not in ("root", "source", "download_url", "ways", "shots", "queries")}
     trainer = {k: config["trainer"].get(k) for k in ("max_time_s", "fit_max_steps", "precision")}
-    described = json.dumps([algo, config["backbone"], data, trainer], sort_keys=True, default=str)
+    flat = flatten({"algo": config["algo"], "backbone": config["backbone"], "data": data, "trainer": trainer})
+    flat.pop("algo.scheduler.total_steps", None)
+    # 25 from an override and 25.0 from a YAML file are one setting
+    return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in flat.items()}
+
+
+def variant_of(entry: dict) -> str:
+    """A short fingerprint of ``trained_settings``: runs of one recipe name whose file changed in
+    between (or that an override changed) differ in it, so their figures are never averaged."""
+    described = json.dumps(trained_settings(entry), sort_keys=True, default=str)
     return hashlib.sha1(described.encode()).hexdigest()[:7]
+
+
+def variant_labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
+    """For recipes with several variants in the table, each variant's settings that differ
+    between them (``algo.similarity_scale=25``), by group key."""
+    by_name = defaultdict(dict)
+    for key, members in groups.items():
+        by_name[key[:3]][key] = trained_settings(members[0])
+    labels = {}
+    for variants in by_name.values():
+        if len(variants) < 2:
+            continue
+        keys = sorted({k for settings in variants.values() for k in settings
+                       if len({repr(s.get(k)) for s in variants.values()}) > 1})
+        for key, settings in variants.items():
+            labels[key] = ", ".join(f"{k}={settings.get(k)}" for k in keys)
+    return labels
 
 
 def table(entries: list[dict]) -> str:
@@ -158,15 +182,15 @@ def table(entries: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for entry in entries:
         r = entry["results"]
-        groups[(entry["recipe"], r["algo"], setting_of(r), variant_of(entry))].append(entry)
-    versions = defaultdict(set)
-    for recipe, algo, setting, variant in groups:
-        versions[(recipe, algo, setting)].add(variant)
+        # the experiment's name; its overrides, if any, are told apart by the config's fingerprint
+        groups[(entry["recipe"].split()[0], r["algo"], setting_of(r), variant_of(entry))].append(entry)
+    labels = variant_labels(groups)
     lines = ["| learner | setting | metarun (mean over seeds; each seed ± 95% CI) | training | paper | command |",
              "|---|---|---|---|---|---|"]
-    for (recipe, algo, setting, variant), members in sorted(groups.items()):
-        if len(versions[(recipe, algo, setting)]) > 1:  # the recipe changed between its runs
-            recipe = f"{recipe}, config {variant}"
+    for key, members in sorted(groups.items()):
+        recipe, algo, setting, _ = key
+        if key in labels:  # the recipe changed between its runs: which version this row is
+            recipe = f"{recipe}, {labels[key]}"
         members.sort(key=lambda e: e["results"]["seed"])
         scores = [score(e["results"]) for e in members]
         unit = scores[0][2]

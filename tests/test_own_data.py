@@ -267,3 +267,25 @@ def test_data_check_reports_small_classes_unreadable_files_and_images_shared_by_
     pair = {f"{split['train'][0]}/0.png (train)", f"{split['test'][0]}/copy.png (test)"}
     assert any(set(line.strip().split(" = ")) == pair for line in done.stdout.splitlines())
     assert done.returncode == 1
+
+
+IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "fomaml", "maml", "mann", "matchingnet", "metalstm", "metasgd",
+                  "protonet", "relationnet", "reptile", "snail")
+
+
+@pytest.mark.parametrize("algo", IMAGE_LEARNERS)
+def test_every_image_learner_trains_on_a_folder_and_predicts(algo, tmp_path):
+    """One update on a small folder, then metarun.load / adapt / predict: each learner's own way
+    of adapting at test time runs on a user's support set (that they learn is tested elsewhere)."""
+    root = small_tree(tmp_path / "tree", classes=6, images=4)
+    metarun.run([f"algo={algo}", "data=folder", f"data.root={root}", "data.image_size=20", "data.ways=2",
+                 "data.shots=1", "data.queries=1", "algo.episode.ways=2", "algo.episode.shots=1",
+                 "algo.episode.queries=1", "algo.meta_batch=2", "trainer.max_steps=1", "trainer.val_every=0",
+                 "eval.episodes=2", "data.fractions.val=0", "data.fractions.test=0.34", "trainer.progress=false"],
+                run_dir=tmp_path / "run")
+    learner = metarun.load(tmp_path / "run")
+    support = [root / "class0" / "0.png", root / "class1" / "0.png"]
+    learner.adapt(support, ["zero", "one"])
+    probabilities = learner.predict([root / c / f"{i}.png" for c in ("class0", "class1") for i in (1, 2)])
+    assert learner.classes == ["one", "zero"] and probabilities.shape == (4, 2)
+    assert torch.isfinite(probabilities).all() and torch.allclose(probabilities.sum(1), torch.ones(4))
