@@ -23,6 +23,7 @@ class PaperResult:
 SNELL = "Snell et al. 2017, Table 1"
 FINN = "Finn et al. 2017, Table 1"
 VINYALS = "Vinyals et al. 2016, Table 1 (cosine, no fine-tuning)"
+SUNG = "Sung et al. 2018, Table 1"
 PAPER_RESULTS: dict[tuple[str, str, int, int], PaperResult] = {
     ("protonet", "omniglot", 5, 1): PaperResult(98.8, None, SNELL),
     ("protonet", "omniglot", 5, 5): PaperResult(99.7, None, SNELL),
@@ -36,4 +37,8 @@ PAPER_RESULTS: dict[tuple[str, str, int, int], PaperResult] = {
     ("matchingnet", "omniglot", 5, 5): PaperResult(98.9, None, VINYALS),
     ("matchingnet", "omniglot", 20, 1): PaperResult(93.8, None, VINYALS),
     ("matchingnet", "omniglot", 20, 5): PaperResult(98.5, None, VINYALS),
+    ("relationnet", "omniglot", 5, 1): PaperResult(99.6, 0.2, SUNG),
+    ("relationnet", "omniglot", 5, 5): PaperResult(99.8, 0.1, SUNG),
+    ("relationnet", "omniglot", 20, 1): PaperResult(97.6, 0.2, SUNG),
+    ("relationnet", "omniglot", 20, 5): PaperResult(99.1, 0.1, SUNG),
 }

@@ -41,18 +41,13 @@ def command_of(overrides: list[str]) -> str:
     return " ".join(["metarun", *(shlex.quote(o) for o in overrides)])
 
 
-# overrides that do not change what is trained and tested beyond what the table's setting column
-# shows: runs differing only in these are seeds of one recipe
-BOOKKEEPING = ("seed=", "mode=", "trainer.progress=", "trainer.ckpt_path=", "hydra.", "data.ways=", "data.shots=",
-               "data.queries=", "eval.episodes=", "experiment=")
-
-
 def recipe_of(overrides: list[str], algo: str) -> str:
-    """The entry's recipe: the experiment it ran (``+experiment=NAME``), else the algorithm, with
-    the overrides that change it (``matchingnet_omniglot_15min algo.similarity_scale=25``)."""
-    name = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("experiment=")), algo)
-    changes = [o for o in overrides if not o.lstrip("+").startswith(BOOKKEEPING)]
-    return " ".join([name, *changes])
+    """The entry's recipe: the experiment it ran (``+experiment=NAME``), else the algorithm. Runs
+    that an override changed are told apart by their config (``variant_of``)."""
+    for override in overrides:
+        if override.lstrip("+").startswith("experiment="):
+            return override.split("=", 1)[1]
+    return algo
 
 
 def read_config(run_dir: Path) -> dict:
@@ -182,7 +177,7 @@ def table(entries: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for entry in entries:
         r = entry["results"]
-        # the experiment's name; its overrides, if any, are told apart by the config's fingerprint
+        # (entries recorded by an earlier version name their overrides after the experiment)
         groups[(entry["recipe"].split()[0], r["algo"], setting_of(r), variant_of(entry))].append(entry)
     labels = variant_labels(groups)
     lines = ["| learner | setting | metarun (mean over seeds; each seed ± 95% CI) | training | paper | command |",
