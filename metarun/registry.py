@@ -99,6 +99,8 @@ def default_name(entry: dict) -> str:
 def record(run_dir: Path, registry: Path = REGISTRY, name: str | None = None) -> Path:
     entry = entry_from_run(run_dir)
     path = registry / f"{name or default_name(entry)}.json"
+    if name is None and path.exists() and variant_of(json.loads(path.read_text())) != variant_of(entry):
+        path = path.with_name(f"{path.stem}_config{variant_of(entry)}.json")  # another version of the recipe
     if path.exists():
         raise MetarunError(f"{path} exists already: give this entry another --name, or delete that one first")
     registry.mkdir(parents=True, exist_ok=True)

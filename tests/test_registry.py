@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,11 @@ def test_a_recorded_run_carries_its_command_config_machine_and_results_and_verif
     assert environment["cpu_cores"] >= 1 and environment["torch"] and "git_commit" in environment
     with pytest.raises(MetarunError, match="exists already"):
         record(run_dir, registry)
+    other = tmp_path / "other_version"  # the same recipe name, trained with another setting
+    shutil.copytree(run_dir, other)
+    config = other / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("inner_lr: 0.01", "inner_lr: 0.02"))
+    assert record(other, registry).name.startswith("maml_sinusoid_5shot_seed0_config")
 
     ok, message = verify(path, tmp_path / "verify")  # CPU runs repeat exactly
     assert ok and "reproduced" in message
