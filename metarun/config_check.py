@@ -37,6 +37,7 @@ OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
                     "data.source": ("auto", "embedded", "local", "download"),
                     "data.train_task_classes": ("any", "same_alphabet")}
 DOWNLOADABLE_CHOICES = {"data.source": ("auto", "local")}
+FOLDER_CHOICES = {"data.split": ("auto", "lists", "fractions"), "data.channels": ("auto", 1, 3)}
 POSITIVE = ("algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every", "trainer.log_every",
             "trainer.val_episodes", "eval.episodes")
 # the episode shape of few-shot data (meta-RL task families have none)
@@ -90,7 +91,7 @@ def check_choices(cfg, choices: dict) -> None:
     for key, allowed in choices.items():
         value = get(cfg, key)
         if value not in allowed:
-            raise ConfigError(key, value, f"one of {', '.join(allowed)}")
+            raise ConfigError(key, value, f"one of {', '.join(str(a) for a in allowed)}")
 
 
 def check_integers(cfg, keys, minimum: int, context: str = "") -> None:
@@ -171,17 +172,13 @@ def check_booleans(cfg, keys) -> None:
             raise ConfigError(key, value, "true or false")
 
 
-def check_folder(data) -> None:
+def check_folder(cfg) -> None:
     """data=folder: a root, and the split, channel and size keys it reads."""
-    if not data.root:
-        raise ConfigError("data.root", data.root, "the folder of your images (data=folder data.root=DIR): "
+    if not cfg.data.root:
+        raise ConfigError("data.root", cfg.data.root, "the folder of your images (data=folder data.root=DIR): "
                           "DIR/<class>/<image>")
-    if data.split not in ("auto", "lists", "fractions"):
-        raise ConfigError("data.split", data.split, "one of auto, lists, fractions")
-    if data.channels not in ("auto", 1, 3):
-        raise ConfigError("data.channels", data.channels, "auto, 1 (grey) or 3 (RGB)")
-    if not isinstance(data.image_size, int) or data.image_size < 1:
-        raise ConfigError("data.image_size", data.image_size, "a positive integer (pixels of the square side)")
+    check_choices(cfg, FOLDER_CHOICES)
+    check_integers(cfg, ("data.image_size",), 1)
 
 
 def validate_config(cfg) -> None:
@@ -192,7 +189,7 @@ def validate_config(cfg) -> None:
     if cfg.data.name in ("cifarfs", "fc100", "cub"):
         check_choices(cfg, DOWNLOADABLE_CHOICES)
     if cfg.data.name == "folder":
-        check_folder(cfg.data)
+        check_folder(cfg)
     check_integers(cfg, POSITIVE, 1)
     if cfg.data.name in RL_DATA:
         check_integers(cfg, RL_DATA[cfg.data.name]["positive"], 1)

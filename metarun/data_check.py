@@ -150,7 +150,7 @@ def check(name: str, overrides: list[str]) -> int:
         print(check_archive_files(Path(cfg.data.root).expanduser(), ARCHIVE_SOURCES[name]) + "\n")
     if name == "folder":
         try:
-            check_folder_config(cfg.data)
+            check_folder_config(cfg)
             report, ok = check_folder(cfg)
         except MetarunError as e:
             print(f"metarun-data: {e}", file=sys.stderr)

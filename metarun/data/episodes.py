@@ -42,6 +42,13 @@ class EpisodeSource:
             yield self.sample(generator, 1, *shape)[0]
 
 
+def seeded_rank(names, seed: int) -> np.ndarray:
+    """An order of ``names`` by a hash of (seed, name): a seeded shuffle that no library version
+    can change, so a split named by its seed is the same everywhere, forever."""
+    keys = [hashlib.sha256(f"{seed}:{n}".encode()).hexdigest() for n in names]
+    return np.argsort(keys, kind="stable")
+
+
 def split_seed(seed: int, split: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{split}".encode()).digest()[:8], "little") >> 1
 

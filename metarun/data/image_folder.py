@@ -13,7 +13,6 @@ class in two lists is an error that names it.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from metarun.data.cache import cached_arrays, fingerprint
-from metarun.data.episodes import FewShotImageSource
+from metarun.data.episodes import FewShotImageSource, seeded_rank
 from metarun.data.preprocess import IMAGE_SUFFIXES, Preprocessing, UnreadableImageFile
 from metarun.errors import ConfigError, DataError
 
@@ -127,8 +126,7 @@ def seeded_fraction_split(classes: list[str], fractions, seed: int) -> dict[str,
     """Classes ranked by sha256(seed:name): ``round(test x n)`` test, ``round(val x n)`` validate,
     the rest train (at least one class in train and in test)."""
     n = len(classes)
-    keys = [hashlib.sha256(f"{seed}:{c}".encode()).hexdigest() for c in classes]
-    ranked = [classes[i] for i in np.argsort(keys, kind="stable")]
+    ranked = [classes[i] for i in seeded_rank(classes, seed)]
     n_test, n_val = round(fractions.test * n), round(fractions.val * n)
     if n_test < 1 or n - n_test - n_val < 1:
         raise ConfigError("data.fractions", {"val": fractions.val, "test": fractions.test},

@@ -1,7 +1,6 @@
 """Omniglot: where the images come from (package copy, user folder, download) and the splits."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ from tqdm import tqdm
 
 from metarun.data.cache import cached_arrays, file_fingerprint, fingerprint
 from metarun.data.download import fetch, file_digest
-from metarun.data.episodes import FewShotImageSource
+from metarun.data.episodes import FewShotImageSource, seeded_rank
 from metarun.data.omniglot_archive import SUBSETS, locate, read_omniglot
 from metarun.errors import ConfigError, DataError
 
@@ -94,13 +93,6 @@ def load_arrays(data_cfg, paths_cfg) -> dict[str, np.ndarray]:
                        data_cfg.download_url)
 
 
-def _seeded_rank(names, seed: int) -> np.ndarray:
-    """Order characters by a hash of (seed, name): a seeded shuffle that no library version
-    can change, so a split named by its seed is the same everywhere, forever."""
-    keys = [hashlib.sha256(f"{seed}:{n}".encode()).hexdigest() for n in names]
-    return np.argsort(keys, kind="stable")
-
-
 def split_characters(arrays, split: str, val_characters: int, split_seed: int) -> dict[str, np.ndarray]:
     """Character indices of each split (``val`` empty when ``val_characters`` is 0)."""
     names = arrays["character_names"]
@@ -115,7 +107,7 @@ def split_characters(arrays, split: str, val_characters: int, split_seed: int) -
         raise ConfigError("data.val_characters", val_characters,
                           f"an integer from 0 to {len(pool) - 1} (the {split} split meta-trains on "
                           f"{len(pool)} characters)")
-    shuffled = pool[_seeded_rank(names[pool], split_seed)]
+    shuffled = pool[seeded_rank(names[pool], split_seed)]
     return {"train": np.sort(shuffled[val_characters:]),
             "val": np.sort(shuffled[:val_characters]),
             "test": test}
