@@ -37,18 +37,10 @@ log = logging.getLogger("metarun")
 
 
 def image_of(item) -> Image.Image:
-    """A PIL image from a path, PIL image, numpy array (H x W, H x W x C; uint8, or floats in
-    [0, 1]) or tensor (C x H x W or H x W)."""
+    """A PIL image from a PIL image, numpy array (H x W, H x W x C; uint8, or floats in [0, 1]) or
+    tensor (C x H x W or H x W). (Files are read by ``Preprocessing.read``.)"""
     if isinstance(item, Image.Image):
         return item
-    if isinstance(item, (str, Path)):
-        path = Path(item)
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return image.copy()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"{path} is not a readable image ({e})") from e
     if isinstance(item, torch.Tensor):
         array = item.detach().cpu().numpy()
         item = array.transpose(1, 2, 0) if array.ndim == 3 else array
@@ -112,7 +104,9 @@ class TrainedLearner:
         items = as_list(images)
         if not items:
             raise DataError(f"no {what} images given")
-        return self.preprocessing.tensor(np.stack([self.preprocessing.pixels(image_of(i)) for i in items]))
+        prep = self.preprocessing
+        return prep.tensor(np.stack([prep.read(Path(i)) if isinstance(i, (str, Path)) else prep.pixels(image_of(i))
+                                     for i in items]))
 
     def check_support(self, counts: dict) -> None:
         """The support shapes the learner can read: learners with one output per way need the

@@ -35,8 +35,7 @@ def query_set(folder: Path) -> tuple[list[Path], list[str] | None]:
             raise DataError(f"{folder} (--query) holds images and folders: give either images to classify "
                             "or class folders of labelled images")
         return direct, None
-    files, labels = support_set(folder)
-    return files, labels
+    return support_set(folder)
 
 
 def write_predictions(out: Path, learner: TrainedLearner, files: list[Path], root: Path, probabilities,

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from metarun.data.preprocess import Preprocessing
+
 
 def square_rgb(image: Image.Image, size: int) -> np.ndarray:
-    """``image`` as size x size x 3 uint8 (grey and palette images converted; Lanczos resize)."""
-    image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
+    """``image`` as size x size x 3 uint8 (grey and palette images converted; Lanczos resize): the
+    preprocessing that checkpoints store for prediction (metarun predict), in the caches' layout."""
+    return Preprocessing(size, 3).pixels(image).transpose(1, 2, 0)

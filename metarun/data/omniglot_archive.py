@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from metarun.data.preprocess import Preprocessing
 from metarun.errors import DataError
 
 DRAWERS = 20
@@ -132,9 +133,10 @@ def decode_png(data: bytes, image_size: int | None) -> np.ndarray:
             gray = image.convert("L")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImage(str(e)) from e
-    if image_size is not None and gray.size != (image_size, image_size):
-        gray = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
-    return 255 - np.asarray(gray, dtype=np.uint8)
+    if image_size is None:
+        return 255 - np.asarray(gray, dtype=np.uint8)
+    # the preprocessing that checkpoints store for prediction (metarun predict) is this one
+    return Preprocessing(image_size, 1, invert=True).pixels(gray)[0]
 
 
 def read_omniglot(root: Path, image_size: int, progress=None) -> dict[str, np.ndarray]:
