@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -92,8 +91,7 @@ def default_name(entry: dict) -> str:
     r = entry["results"]
     shape = "lake_runs" if r.get("protocol") == "lake_runs" else (
         f"{r['ways']}w{r['shots']}s" if r["metric"] == "accuracy" else f"{r['shots']}shot")
-    recipe = re.sub(r"[^A-Za-z0-9_.-]+", "_", entry["recipe"])
-    return f"{recipe}_{r['data']}_{shape}_seed{r['seed']}"
+    return f"{entry['recipe']}_{r['data']}_{shape}_seed{r['seed']}"
 
 
 def record(run_dir: Path, registry: Path = REGISTRY, name: str | None = None) -> Path:
@@ -173,17 +171,20 @@ def variant_labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
     return labels
 
 
-def table(entries: list[dict]) -> str:
+def table(entries: list[dict], command_column: bool = True) -> str:
     """The registry as one markdown table: a row per (recipe, learner, setting), its seeds'
-    figures, their mean, and the paper's figure where one is known."""
+    figures, their mean, the paper's figure where one is known, and the command. Without
+    ``command_column`` (a docs page's width), the commands are listed below the table."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for entry in entries:
         r = entry["results"]
         # (entries recorded by an earlier version name their overrides after the experiment)
         groups[(entry["recipe"].split()[0], r["algo"], setting_of(r), variant_of(entry))].append(entry)
     labels = variant_labels(groups)
-    lines = ["| learner | setting | metarun (mean over seeds; each seed ± 95% CI) | training | paper | command |",
-             "|---|---|---|---|---|---|"]
+    columns = ["learner", "setting", "metarun (mean over seeds; each seed ± 95% CI)", "training", "paper"]
+    columns += ["command"] if command_column else []
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    commands = []
     for key, members in sorted(groups.items()):
         recipe, algo, setting, _ = key
         if key in labels:  # the recipe changed between its runs: which version this row is
@@ -206,8 +207,13 @@ def table(entries: list[dict]) -> str:
             if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs" else None
         paper_cell = "" if paper is None else paper.describe() + (
             ": reached" if paper.reached_by(mean) else f": {paper.accuracy - mean:.2f} points below")
-        lines.append(f"| {algo} ({recipe}) | {setting} | {metarun} | {training} | {paper_cell} | "
-                     f"`{members[0]['command']}` |")
+        cells = [f"{algo} ({recipe})", setting, metarun, training, paper_cell]
+        command = f"`{members[0]['command']}`"
+        cells += [command] if command_column else []
+        lines.append("| " + " | ".join(cells) + " |")
+        commands.append(command)
+    if not command_column:
+        lines += ["", "The commands of these rows:", ""] + [f"- {c}" for c in dict.fromkeys(commands)]
     return "\n".join(lines) + "\n"
 
 

@@ -24,20 +24,7 @@ def replacement(kind: str, name: str) -> str:
     if not entries:
         return ("No recorded run yet: this learner has no entry in the results registry "
                 "([how entries are made](../results-registry.md)).")
-    return narrow(table(entries))
-
-
-def narrow(markdown_table: str) -> str:
-    """The registry's table without its command column (too wide for a page), the commands listed
-    below it instead."""
-    rows, commands = [], []
-    for line in markdown_table.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]  # no cell holds a "|"
-        rows.append("| " + " | ".join(cells[:-1]) + " |")
-        if cells[-1].startswith("`metarun"):
-            commands.append(cells[-1])
-    listed = "\n".join(f"- {c}" for c in dict.fromkeys(commands))
-    return "\n".join(rows) + "\n\nThe commands of these rows:\n\n" + listed
+    return table(entries, command_column=False)
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
