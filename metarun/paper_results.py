@@ -12,8 +12,8 @@ class PaperResult:
     citation: str
 
     def describe(self) -> str:
-        ci = f" ± {self.ci95:.1f}%" if self.ci95 is not None else ""
-        return f"{self.accuracy:.1f}%{ci} ({self.citation})"
+        ci = f" ± {self.ci95}%" if self.ci95 is not None else ""
+        return f"{self.accuracy}%{ci} ({self.citation})"
 
     def reached_by(self, accuracy_percent: float) -> bool:
         """Whether ``accuracy_percent`` is within the paper's 95% interval, or above it."""
@@ -24,6 +24,11 @@ SNELL = "Snell et al. 2017, Table 1"
 FINN = "Finn et al. 2017, Table 1"
 VINYALS = "Vinyals et al. 2016, Table 1 (cosine, no fine-tuning)"
 SUNG = "Sung et al. 2018, Table 1"
+NICHOL = "Nichol et al. 2018, Table 1 (with transduction, as metarun tests)"
+LI = "Li et al. 2017, Table 1"
+RAGHU = "Raghu et al. 2020, Table 2"
+MISHRA = "Mishra et al. 2018, Table 1"
+SANTORO_BY_FINN = "Santoro et al. 2016, MANN without convolutions, as cited by Finn et al. 2017, Table 1"
 PAPER_RESULTS: dict[tuple[str, str, int, int], PaperResult] = {
     ("protonet", "omniglot", 5, 1): PaperResult(98.8, None, SNELL),
     ("protonet", "omniglot", 5, 5): PaperResult(99.7, None, SNELL),
@@ -33,6 +38,26 @@ PAPER_RESULTS: dict[tuple[str, str, int, int], PaperResult] = {
     ("maml", "omniglot", 5, 5): PaperResult(99.9, 0.1, FINN),
     ("maml", "omniglot", 20, 1): PaperResult(95.8, 0.3, FINN),
     ("maml", "omniglot", 20, 5): PaperResult(98.9, 0.2, FINN),
+    ("fomaml", "omniglot", 5, 1): PaperResult(98.3, 0.5, FINN),
+    ("fomaml", "omniglot", 5, 5): PaperResult(99.2, 0.2, FINN),
+    ("fomaml", "omniglot", 20, 1): PaperResult(89.4, 0.5, FINN),
+    ("fomaml", "omniglot", 20, 5): PaperResult(97.9, 0.1, FINN),
+    ("reptile", "omniglot", 5, 1): PaperResult(97.68, 0.04, NICHOL),
+    ("reptile", "omniglot", 5, 5): PaperResult(99.48, 0.06, NICHOL),
+    ("reptile", "omniglot", 20, 1): PaperResult(89.43, 0.14, NICHOL),
+    ("reptile", "omniglot", 20, 5): PaperResult(97.12, 0.32, NICHOL),
+    ("metasgd", "omniglot", 5, 1): PaperResult(99.53, 0.26, LI),
+    ("metasgd", "omniglot", 5, 5): PaperResult(99.93, 0.09, LI),
+    ("metasgd", "omniglot", 20, 1): PaperResult(95.93, 0.38, LI),
+    ("metasgd", "omniglot", 20, 5): PaperResult(98.97, 0.19, LI),
+    ("anil", "omniglot", 20, 1): PaperResult(96.2, 0.5, RAGHU),
+    ("anil", "omniglot", 20, 5): PaperResult(98.0, 0.3, RAGHU),
+    ("snail", "omniglot", 5, 1): PaperResult(99.07, 0.16, MISHRA),
+    ("snail", "omniglot", 5, 5): PaperResult(99.78, 0.09, MISHRA),
+    ("snail", "omniglot", 20, 1): PaperResult(97.64, 0.30, MISHRA),
+    ("snail", "omniglot", 20, 5): PaperResult(99.36, 0.18, MISHRA),
+    ("mann", "omniglot", 5, 1): PaperResult(82.8, None, SANTORO_BY_FINN),
+    ("mann", "omniglot", 5, 5): PaperResult(94.9, None, SANTORO_BY_FINN),
     ("matchingnet", "omniglot", 5, 1): PaperResult(98.1, None, VINYALS),
     ("matchingnet", "omniglot", 5, 5): PaperResult(98.9, None, VINYALS),
     ("matchingnet", "omniglot", 20, 1): PaperResult(93.8, None, VINYALS),

@@ -1,6 +1,8 @@
 #!/bin/bash
-# Runs a recipe of conf/experiment/ for the given seeds, tests each checkpoint 20-way as well, and
-# records both runs in results/ (metarun-results record). Run dirs: outputs/recipes/<name>_seed<S>.
+# Runs a recipe of conf/experiment/ for the given seeds, tests each checkpoint 20-way as well where
+# the learner takes any number of ways (not the fixed-ways learners: MAML's family, SNAIL, MANN,
+# Meta-LSTM, whose 20-way figure needs a 20-way training run), and records the runs in results/
+# (metarun-results record). Run dirs: outputs/recipes/<name>_seed<S>.
 #   bash scripts/run_recipe.sh protonet_omniglot_15min 0 1 2 > outputs/protonet.log 2>&1 &
 # A variant: EXTRA="algo.similarity_scale=25" NAME=matchingnet_scale25 bash scripts/run_recipe.sh ...
 # (EXTRA applies to training and testing alike; the registry groups runs by recipe and EXTRA).
@@ -8,11 +10,22 @@ set -euo pipefail
 recipe=$1; shift
 name=${NAME:-$recipe}
 read -r -a extra <<< "${EXTRA:-}"
+any_ways=$(python - "$recipe" "${extra[@]}" <<'EOF'
+import sys
+from hydra import compose, initialize_config_module
+from metarun.algorithms import FIXED_WAYS
+with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
+    cfg = compose(config_name="config", overrides=[f"+experiment={sys.argv[1]}", *sys.argv[2:]])
+print("no" if cfg.algo.name in FIXED_WAYS else "yes")
+EOF
+)
 for seed in "$@"; do
   run=outputs/recipes/${name}_seed${seed}
   metarun +experiment="$recipe" "${extra[@]}" trainer.progress=false seed="$seed" hydra.run.dir="$run"
-  metarun mode=eval +experiment="$recipe" "${extra[@]}" data.ways=20 seed="$seed" trainer.progress=false \
-    trainer.ckpt_path="$run/checkpoints/last.pt" hydra.run.dir="${run}_eval20way"
   metarun-results record "$run"
-  metarun-results record "${run}_eval20way"
+  if [ "$any_ways" = yes ]; then
+    metarun mode=eval +experiment="$recipe" "${extra[@]}" data.ways=20 seed="$seed" trainer.progress=false \
+      trainer.ckpt_path="$run/checkpoints/last.pt" hydra.run.dir="${run}_eval20way"
+    metarun-results record "${run}_eval20way"
+  fi
 done
