@@ -24,6 +24,7 @@ from metarun.engine.checkpoint import atomic_save, restore_rng_states, rng_state
 from metarun.engine.cuda_graph import GraphedUpdate, portable_optimizer_state
 from metarun.engine.divergence import check_step_is_finite
 from metarun.engine.evaluate import evaluate
+from metarun.engine.prefetch import Prefetcher, prefetching
 from metarun.engine.precision import autocast_for, cpu_computes_bf16, resolve_precision
 from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import HIGHER_IS_BETTER, primary, scalar_name
@@ -186,10 +187,18 @@ class Trainer:
             return GraphedUpdate(update, optimizer, self.device)
         return update
 
-    def outer_update(self, update: Callable[[TaskBatch], Metrics], shape) -> tuple[dict[str, float], int]:
+    def batches(self, shape) -> Prefetcher | None:
+        """The prefetching thread for meta-batches of ``shape``, where ``trainer.prefetch`` asks for one."""
+        if not prefetching(self.cfg.trainer.prefetch, self.device):
+            return None
+        return Prefetcher(self.sources["train"], self.generator, self.cfg.algo.meta_batch, shape)
+
+    def outer_update(self, update: Callable[[TaskBatch], Metrics], shape,
+                     prefetcher: Prefetcher | None = None) -> tuple[dict[str, float], int]:
         """One outer update (``update``, from ``updater``) on a meta-batch drawn from the training
-        stream; returns its metrics and the number of tasks drawn."""
-        batch = self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape)
+        stream (by ``prefetcher`` where there is one); returns its metrics and the number of tasks drawn."""
+        batch = (prefetcher.next() if prefetcher is not None
+                 else self.sources["train"].sample(self.generator, self.cfg.algo.meta_batch, *shape))
         tasks = len(batch)
         batch = self.ranks.shard(batch).to(self.device)
         metrics = {name: float(value) for name, value in update(batch).items()}
@@ -206,10 +215,15 @@ class Trainer:
         trial = copy.deepcopy(self.learner)
         update = self.updater(trial, build_optimizer(trial, self.cfg.algo.optimizer))
         durations = []
-        for _ in range(tcfg.calibration_steps):
-            started = time.perf_counter()
-            self.outer_update(update, train_shape(self.cfg))
-            durations.append(time.perf_counter() - started)
+        prefetcher = self.batches(train_shape(self.cfg))
+        try:
+            for _ in range(tcfg.calibration_steps):
+                started = time.perf_counter()
+                self.outer_update(update, train_shape(self.cfg), prefetcher)
+                durations.append(time.perf_counter() - started)
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
         restore_rng_states(states, self.generator)
         calibration_time = sum(durations)
         self.train_time += calibration_time
@@ -245,12 +259,25 @@ class Trainer:
         bar = tqdm(total=tcfg.max_steps, initial=self.step, desc="meta-training",
                    disable=not (tcfg.progress and main), dynamic_ncols=True)
         self.learner.train()
-        window_start, window_tasks = time.perf_counter(), 0
         update = self.updater(self.learner, self.optimizer)
         out_of_time = self.time_is_up()  # trainer.max_time_s reached: training ends, testing goes on
+        prefetcher = self.batches(shape) if self.step < tcfg.max_steps and not out_of_time else None
+        try:
+            self.run_steps(update, shape, prefetcher, logger, bar, validating, out_of_time)
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+        bar.close()
+        if main:
+            logger.close()
+
+    def run_steps(self, update, shape, prefetcher: Prefetcher | None, logger: RunLogger | None, bar,
+                  validating: bool, out_of_time: bool) -> None:
+        tcfg, main = self.cfg.trainer, self.ranks.is_main
+        window_start, window_tasks = time.perf_counter(), 0
         while self.step < tcfg.max_steps and not out_of_time:
             started = time.perf_counter()
-            metrics, tasks = self.outer_update(update, shape)
+            metrics, tasks = self.outer_update(update, shape, prefetcher)
             check_step_is_finite(self.step + 1, metrics, self.learner, self.cfg.algo, self.saved_step)
             window_tasks += tasks
             self.scheduler.step()
@@ -283,9 +310,6 @@ class Trainer:
                 self.saved_step = self.step
             if self.stop_signal is not None:
                 break
-        bar.close()
-        if main:
-            logger.close()
         if main and out_of_time and self.step < tcfg.max_steps:
             log.warning(self.time_budget_message())
 
