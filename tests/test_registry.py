@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from metarun.errors import MetarunError
-from metarun.registry import (REGISTRY, TABLE_END, TABLE_START, load_entries, record, table, verify,
-                              with_table)
+from metarun.registry import (REGISTRY, TABLE_END, TABLE_START, load_entries, record, summary, table,
+                              verify, with_table)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHORT = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=20", "trainer.val_every=0",
@@ -75,5 +75,5 @@ def test_runs_of_a_recipe_whose_settings_changed_are_never_averaged_together():
 def test_the_readme_results_table_is_the_one_the_registry_generates():
     text = README.read_text()
     assert TABLE_START in text and TABLE_END in text
-    assert with_table(text, table(load_entries(REGISTRY)), README) == text, \
+    assert with_table(text, summary(load_entries(REGISTRY)), README) == text, \
         "the README's results table is stale: run `metarun-results table --update README.md`"
