@@ -1,0 +1,113 @@
+"""Meta-training speed with torch's default OpenMP waiting and with metarun's passive waiting,
+alone and with a competing process on the same cores.
+
+    python scripts/bench_threads.py              # ProtoNet's recipe step and second-order MAML's
+    python scripts/bench_threads.py --rounds 3
+
+Each measurement is a fresh process (OpenMP reads its settings when torch loads) timing outer
+updates for --seconds; the competitor is a second process multiplying matrices on as many threads.
+OMP_WAIT_POLICY unset is torch's default (threads spin for a while at the end of every parallel
+region); PASSIVE is what ``import metarun`` sets where the environment does not say otherwise
+(the workers import torch before metarun, so that they run as they were told).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+WORKLOADS = {
+    "protonet": ["+experiment=protonet_omniglot_15min"],
+    "maml": ["+experiment=maml_omniglot_15min", "trainer.precision=fp32"],
+}
+
+
+def worker(workload: str, seconds: float) -> None:
+    import torch  # before metarun, so that OpenMP reads OMP_WAIT_POLICY as this process was given it
+    from hydra import compose, initialize_config_module
+
+    from metarun.algorithms import build_learner
+    from metarun.data import build_sources, train_shape
+    from metarun.engine.precision import autocast_for, resolve_precision
+    from metarun.engine.trainer import build_optimizer
+
+    with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=WORKLOADS[workload])
+    source = build_sources(cfg.data, cfg.paths)["train"]
+    learner = build_learner(cfg, "image", source.image_shape, source.n_classes)
+    optimizer = build_optimizer(learner, cfg.algo.optimizer)
+    precision = resolve_precision(cfg.trainer.precision, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+
+    def step():
+        batch = source.sample(generator, cfg.algo.meta_batch, *train_shape(cfg))
+        optimizer.zero_grad()
+        with autocast_for(precision, torch.device("cpu")):
+            learner.meta_train_step(batch)
+        optimizer.step()
+
+    step()
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step()
+        steps += 1
+    print(steps / (time.perf_counter() - started))
+
+
+def competitor(seconds: float) -> None:
+    import torch
+    a = torch.randn(512, 512)
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a = torch.tanh(a @ a)
+
+
+def measure(workload: str, setting: str, competing: bool, seconds: float) -> float:
+    """Steps/s of ``workload`` in a fresh process with OpenMP ``setting``: default (nothing set),
+    PASSIVE (OMP_WAIT_POLICY=PASSIVE) or VARIABLE=VALUE (e.g. GOMP_SPINCOUNT=10000)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if setting == "PASSIVE":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif setting != "default":
+        name, value = setting.split("=", 1)
+        env[name] = value
+    rival = (subprocess.Popen([sys.executable, __file__, "--competitor", str(seconds + 30)], env=env)
+             if competing else None)
+    try:
+        out = subprocess.run([sys.executable, __file__, "--worker", workload, str(seconds)], env=env,
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        if rival is not None:
+            rival.kill()
+            rival.wait()
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        return worker(sys.argv[2], float(sys.argv[3]))
+    if sys.argv[1:2] == ["--competitor"]:
+        return competitor(float(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--settings", nargs="+", default=["default", "PASSIVE"],
+                        help="default, PASSIVE, or VARIABLE=VALUE (e.g. GOMP_SPINCOUNT=10000); the first is the reference")
+    args = parser.parse_args()
+    for workload in WORKLOADS:
+        for competing in (False, True):
+            rates = {name: [] for name in args.settings}
+            for _ in range(args.rounds):
+                for name in rates:
+                    rates[name].append(measure(workload, name, competing, args.seconds))
+            medians = {name: statistics.median(r) for name, r in rates.items()}
+            reference = medians[args.settings[0]]
+            print(f"{workload}, {'with' if competing else 'without'} a competing process, steps/s: " +
+                  ", ".join(f"{name} {m:.2f} ({m / reference:.2f}x)" for name, m in medians.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
