@@ -1,14 +1,13 @@
-"""Meta-training speed with torch's default OpenMP waiting and with metarun's passive waiting,
-alone and with a competing process on the same cores.
+"""Meta-training speed under OpenMP wait settings, alone and with a competing process on the
+same cores.
 
     python scripts/bench_threads.py              # ProtoNet's recipe step and second-order MAML's
-    python scripts/bench_threads.py --rounds 3
+    python scripts/bench_threads.py --rounds 3 --settings default PASSIVE GOMP_SPINCOUNT=1000
 
 Each measurement is a fresh process (OpenMP reads its settings when torch loads) timing outer
 updates for --seconds; the competitor is a second process multiplying matrices on as many threads.
-OMP_WAIT_POLICY unset is torch's default (threads spin for a while at the end of every parallel
-region); PASSIVE is what ``import metarun`` sets where the environment does not say otherwise
-(the workers import torch before metarun, so that they run as they were told).
+Nothing set is torch's default (threads spin for a while at the end of every parallel region);
+PASSIVE sleeps at once; GOMP_SPINCOUNT bounds GNU OpenMP's spinning (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ WORKLOADS = {
 
 
 def worker(workload: str, seconds: float) -> None:
-    import torch  # before metarun, so that OpenMP reads OMP_WAIT_POLICY as this process was given it
+    import torch
     from hydra import compose, initialize_config_module
 
     from metarun.algorithms import build_learner
