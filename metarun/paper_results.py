@@ -15,6 +15,12 @@ class PaperResult:
         ci = f" ± {self.ci95}%" if self.ci95 is not None else ""
         return f"{self.accuracy}%{ci} ({self.citation})"
 
+    def gap(self, accuracy_percent: float) -> str:
+        """"reached", or how far below the paper ``accuracy_percent`` lies."""
+        if self.reached_by(accuracy_percent):
+            return "reached"
+        return f"{self.accuracy - accuracy_percent:.2f} points below"
+
     def reached_by(self, accuracy_percent: float) -> bool:
         """Whether ``accuracy_percent`` is within the paper's 95% interval, or above it."""
         return accuracy_percent >= self.accuracy - (self.ci95 or 0.0)

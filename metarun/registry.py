@@ -223,8 +223,7 @@ def table(entries: list[dict], command_column: bool = True) -> str:
         r = members[0]["results"]
         paper = PAPER_RESULTS.get((algo, r["data"], r.get("ways"), r.get("shots"))) \
             if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs" else None
-        paper_cell = "" if paper is None else paper.describe() + (
-            ": reached" if paper.reached_by(mean) else f": {paper.accuracy - mean:.2f} points below")
+        paper_cell = "" if paper is None else f"{paper.describe()}: {paper.gap(mean)}"
         cells = [f"{algo} ({recipe})", setting, metarun, training, paper_cell]
         command = f"`{members[0]['command']}`"
         cells += [command] if command_column else []
@@ -254,8 +253,7 @@ def headline_cell(members: list[dict], paper) -> tuple[str, str]:
     seeds = "1 seed" if len(members) == 1 else f"{len(members)} seeds"
     if paper is None:
         return f"**{mean:.2f}%** ({seeds})", ""
-    verdict = "reached" if paper.reached_by(mean) else f"{paper.accuracy - mean:.2f} below"
-    return f"**{mean:.2f}%** ({seeds})", f"{paper.accuracy}% ({verdict})"
+    return f"**{mean:.2f}%** ({seeds})", f"{paper.accuracy}% ({paper.gap(mean)})"
 
 
 def summary(entries: list[dict], experiments: Path = EXPERIMENTS) -> str:

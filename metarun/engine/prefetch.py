@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 
 import torch
 
@@ -26,7 +25,6 @@ class Prefetcher:
         self.generator = generator
         self.ready: queue.Queue = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
-        self.waited_s = 0.0  # time the consumer spent waiting for a batch
         own = torch.Generator().set_state(generator.get_state())
         self.thread = threading.Thread(target=self.draw, args=(source, own, n_tasks, tuple(shape)),
                                        name="metarun-prefetch", daemon=True)
@@ -48,9 +46,7 @@ class Prefetcher:
                 return
 
     def next(self) -> TaskBatch:
-        started = time.perf_counter()
         batch, state = self.ready.get()
-        self.waited_s += time.perf_counter() - started
         if state is None:
             raise batch
         self.generator.set_state(state)

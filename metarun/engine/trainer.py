@@ -187,11 +187,18 @@ class Trainer:
             return GraphedUpdate(update, optimizer, self.device)
         return update
 
-    def batches(self, shape) -> Prefetcher | None:
-        """The prefetching thread for meta-batches of ``shape``, where ``trainer.prefetch`` asks for one."""
+    @contextmanager
+    def batches(self, shape):
+        """The prefetching thread for meta-batches of ``shape`` where ``trainer.prefetch`` asks for
+        one (else None), stopped on leaving."""
         if not prefetching(self.cfg.trainer.prefetch, self.device):
-            return None
-        return Prefetcher(self.sources["train"], self.generator, self.cfg.algo.meta_batch, shape)
+            yield None
+            return
+        prefetcher = Prefetcher(self.sources["train"], self.generator, self.cfg.algo.meta_batch, shape)
+        try:
+            yield prefetcher
+        finally:
+            prefetcher.close()
 
     def outer_update(self, update: Callable[[TaskBatch], Metrics], shape,
                      prefetcher: Prefetcher | None = None) -> tuple[dict[str, float], int]:
@@ -215,15 +222,11 @@ class Trainer:
         trial = copy.deepcopy(self.learner)
         update = self.updater(trial, build_optimizer(trial, self.cfg.algo.optimizer))
         durations = []
-        prefetcher = self.batches(train_shape(self.cfg))
-        try:
+        with self.batches(train_shape(self.cfg)) as prefetcher:
             for _ in range(tcfg.calibration_steps):
                 started = time.perf_counter()
                 self.outer_update(update, train_shape(self.cfg), prefetcher)
                 durations.append(time.perf_counter() - started)
-        finally:
-            if prefetcher is not None:
-                prefetcher.close()
         restore_rng_states(states, self.generator)
         calibration_time = sum(durations)
         self.train_time += calibration_time
@@ -261,12 +264,8 @@ class Trainer:
         self.learner.train()
         update = self.updater(self.learner, self.optimizer)
         out_of_time = self.time_is_up()  # trainer.max_time_s reached: training ends, testing goes on
-        prefetcher = self.batches(shape) if self.step < tcfg.max_steps and not out_of_time else None
-        try:
+        with self.batches(shape) as prefetcher:
             self.run_steps(update, shape, prefetcher, logger, bar, validating, out_of_time)
-        finally:
-            if prefetcher is not None:
-                prefetcher.close()
         bar.close()
         if main:
             logger.close()
