@@ -69,7 +69,8 @@ TASK_BATCHING = ("loop", "vmap", "auto")
 # ones that then serve any number of ways (Meta-SGD keeps learned inner rates for the head)
 HEAD_INIT_LEARNERS = ("maml", "fomaml", "metasgd")
 ANY_WAYS_WITH_ZERO_HEAD = ("maml", "fomaml")
-ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam")},
+ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
+                            "algo.inner_optimizer_state": ("carried", "fresh")},
                 "anil": {"algo.task_batching": TASK_BATCHING},
                 **{name: {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned", "zero")}
                    for name in HEAD_INIT_LEARNERS}}

@@ -22,6 +22,14 @@ def test_auto_precision_is_bf16_only_on_cpus_with_bf16_instructions(monkeypatch,
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
 
 
+def test_auto_precision_keeps_a_learner_that_bf16_breaks_in_fp32(monkeypatch):
+    from metarun.algorithms.reptile import Reptile
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
+    assert Reptile.bf16_breaks  # its inner steps of 1e-3 are below bf16's resolution of the weights
+    assert resolve_precision("auto", torch.device("cpu"), Reptile.bf16_breaks) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu"), Reptile.bf16_breaks) == "bf16"  # as asked, warned
+
+
 def test_unknown_precision_names_the_key():
     with pytest.raises(ConfigError) as error:
         resolve_precision("fp16", torch.device("cpu"))

@@ -90,8 +90,9 @@ def test_anil_adapts_the_head_only_and_equals_maml_with_a_frozen_body():
 
 def test_reptile_with_one_full_batch_sgd_step_moves_along_the_task_gradient():
     torch.manual_seed(0)
-    cfg = OmegaConf.create(dict(inner_optimizer="sgd", inner_lr=0.1, inner_steps=1, inner_batch=10,
-                                eval_inner_steps=1, eval_inner_batch=5, transductive_bn=True))
+    cfg = OmegaConf.create(dict(inner_optimizer="sgd", inner_optimizer_state="fresh", inner_lr=0.1,
+                                inner_steps=1, inner_batch=10, eval_inner_steps=1, eval_inner_batch=5,
+                                transductive_bn=True))
     reptile = Reptile(MLP(1, [6]), 1, "regression", cfg).double()
     batch = sinusoid_batch(tasks=1)
     task = batch[0]
@@ -104,15 +105,47 @@ def test_reptile_with_one_full_batch_sgd_step_moves_along_the_task_gradient():
         torch.testing.assert_close(got[f"model.{name}"], 0.1 * g)
 
 
-def test_reptile_evaluation_is_a_function_of_the_checkpoint_and_episode():
+def reptile_with_adam(state: str) -> Reptile:
+    cfg = OmegaConf.create(dict(inner_optimizer="adam", inner_optimizer_state=state, inner_lr=0.01,
+                                inner_steps=5, inner_batch=3, eval_inner_steps=7, eval_inner_batch=3,
+                                transductive_bn=True))
+    return Reptile(MLP(1, [6]), 1, "regression", cfg).double()
+
+
+@pytest.mark.parametrize("state", ["carried", "fresh"])
+def test_reptile_evaluation_is_a_function_of_the_checkpoint_and_episode(state):
     torch.manual_seed(0)
-    cfg = OmegaConf.create(dict(inner_optimizer="adam", inner_lr=0.01, inner_steps=5, inner_batch=3,
-                                eval_inner_steps=7, eval_inner_batch=3, transductive_bn=True))
-    reptile = Reptile(MLP(1, [6]), 1, "regression", cfg).double()
+    reptile = reptile_with_adam(state)
+    meta_gradient(reptile, sinusoid_batch(tasks=2))  # a carried state that is not the initial one
+    saved = {k: v.clone() for k, v in reptile.state_dict().items()}
     task = sinusoid_batch(tasks=1)[0]
     first = reptile.adapt_and_predict(task)
     torch.rand(100)  # whatever the global RNG does in between
     torch.testing.assert_close(reptile.adapt_and_predict(task), first)
+    torch.testing.assert_close(reptile.state_dict(), saved)  # testing leaves the carried state alone
+
+
+def test_reptile_carries_adams_second_moments_from_task_to_task_as_the_papers_code():
+    torch.manual_seed(0)
+    carried, fresh = reptile_with_adam("carried"), reptile_with_adam("fresh")
+    fresh.load_state_dict(carried.state_dict(), strict=False)
+    batch = sinusoid_batch(tasks=2)
+    first_task, second_task = batch.select(slice(0, 1)), batch.select(slice(1, 2))
+
+    def meta_gradient_on_the_same_mini_batches(learner, task):
+        torch.manual_seed(1)
+        return meta_gradient(learner, task)
+
+    # the first task of a run: no state yet, so the carried Adam is torch's Adam with beta1 = 0
+    torch.testing.assert_close(meta_gradient_on_the_same_mini_batches(carried, first_task),
+                               meta_gradient_on_the_same_mini_batches(fresh, first_task))
+    assert carried.inner_adam_t.item() == 5
+    assert all(getattr(carried, f"inner_adam_sq_{i}").abs().sum() > 0 for i in range(4))
+    # the second task goes on from the first one's moments, which a checkpoint holds
+    assert "inner_adam_sq_0" in carried.state_dict()
+    assert not torch.allclose(meta_gradient_on_the_same_mini_batches(carried, second_task)["model.0.net.0.weight"],
+                              meta_gradient_on_the_same_mini_batches(fresh, second_task)["model.0.net.0.weight"])
+    assert carried.inner_adam_t.item() == 10
 
 
 def unadapted_mse(learner, source, n_episodes: int, seed: int) -> float:

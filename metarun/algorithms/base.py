@@ -20,6 +20,10 @@ class MetaLearner(nn.Module):
     logging are the same for every algorithm.
     """
 
+    # why bf16 autocast would break this learner's meta-training, or None (trainer.precision=auto
+    # then keeps it in fp32)
+    bf16_breaks: str | None = None
+
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind  # "image" (classification) or "regression"

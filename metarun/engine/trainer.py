@@ -81,14 +81,19 @@ class Trainer:
         self.step_time = 0.0  # the last step's duration: what the next one is expected to take
         self.saved_step: int | None = None  # the step that checkpoints/last.pt holds
         self.stop_signal: int | None = None  # SIGTERM / SIGINT received: stop after this step
-        self.precision = resolve_precision(cfg.trainer.precision, device)
+        self.precision = resolve_precision(cfg.trainer.precision, device, learner.bf16_breaks)
         if cfg.trainer.cuda_graph and device.type != "cuda":
             raise ConfigError("trainer.cuda_graph", True, f"false on this {device.type} (CUDA graphs need device=cuda)")
         if cfg.trainer.cuda_graph and self.ranks.active:
             raise ConfigError("trainer.cuda_graph", True, "false under torchrun (one process records its own "
                               "updates; the gradients' all-reduce between ranks is not recorded)")
         if cfg.trainer.precision == "auto":
-            log.info(f"trainer.precision=auto: {self.precision} on this {device.type}")
+            why = (f" (not bf16 for {cfg.algo.name}: {learner.bf16_breaks})"
+                   if learner.bf16_breaks and device.type == "cpu" and cpu_computes_bf16() else "")
+            log.info(f"trainer.precision=auto: {self.precision} on this {device.type}{why}")
+        elif self.precision == "bf16" and learner.bf16_breaks:
+            log.warning(f"trainer.precision=bf16 with {cfg.algo.name}: {learner.bf16_breaks}; "
+                        "trainer.precision=auto takes fp32 for it")
         elif self.precision == "bf16" and device.type == "cpu" and not cpu_computes_bf16():
             log.warning("trainer.precision=bf16 on a CPU without bf16 instructions (AVX-512 BF16, AMX): "
                         "torch emulates it, several times slower than fp32; trainer.precision=auto "
