@@ -61,10 +61,47 @@ class MetaLearner(nn.Module):
         """Query predictions (logits or regression values) after adapting on the support set."""
         raise NotImplementedError
 
+    def predict_many(self, tasks: list[Task]) -> list[torch.Tensor]:
+        """``adapt_and_predict`` of each task: at test time, learners that can share work
+        between tasks (``PerImageFeatures``) do so."""
+        return [self.adapt_and_predict(task) for task in tasks]
+
     def class_probabilities(self, prediction: torch.Tensor) -> torch.Tensor:
         """``adapt_and_predict``'s classification output as probabilities over the ways (rows sum
         to 1): the softmax of logits (log-probabilities stay what they are)."""
         return torch.softmax(prediction.float(), dim=-1)
+
+
+class PerImageFeatures:
+    """For metric learners (mixed in before ``MetaLearner``) whose query predictions come from each
+    image's own features, ``features(x)``, and the episode's labels, ``predict_from_features``.
+
+    At test time batch norm uses running statistics, so an image's features do not depend on the
+    images beside it: ``predict_many`` then embeds the images of many test episodes in one
+    backbone pass (bigger batches, one call instead of one per episode). While training, batch
+    statistics make the episode the unit, and tasks go one by one."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict_from_features(self, task: Task, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def episode_features(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(torch.cat([task.support_x, task.query_x]))
+        return features[:len(task.support_x)], features[len(task.support_x):]
+
+    def adapt_and_predict(self, task: Task) -> torch.Tensor:
+        return self.predict_from_features(task, *self.episode_features(task))
+
+    def predict_many(self, tasks: list[Task]) -> list[torch.Tensor]:
+        if self.training or len(tasks) == 1:
+            return super().predict_many(tasks)
+        sizes = [n for task in tasks for n in (len(task.support_x), len(task.query_x))]
+        images = torch.cat([x for task in tasks for x in (task.support_x, task.query_x)])
+        features = self.features(images).split(sizes)
+        return [self.predict_from_features(task, features[2 * i], features[2 * i + 1])
+                for i, task in enumerate(tasks)]
 
 
 def mean_metrics(per_task: list[Metrics]) -> Metrics:

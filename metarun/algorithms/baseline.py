@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner, Metrics
+from metarun.algorithms.base import MetaLearner, Metrics, PerImageFeatures
 from metarun.tasks import Task, TaskBatch
 
 # The new classifier's initialisation and mini-batch order while fine-tuning on a test task come
@@ -41,7 +41,7 @@ class CosineClassifier(nn.Module):
         return self.scale * F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
-class Baseline(MetaLearner):
+class Baseline(PerImageFeatures, MetaLearner):
     def __init__(self, backbone: nn.Module, n_base_classes: int, cfg):
         super().__init__("image")
         self.backbone = backbone
@@ -61,9 +61,12 @@ class Baseline(MetaLearner):
         self.task_loss(logits, y).backward()
         return self.task_metrics(logits.detach(), y)
 
-    def adapt_and_predict(self, task: Task) -> torch.Tensor:
-        support = self.backbone(task.support_x).detach().float()
-        query = self.backbone(task.query_x).float()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x).float()
+
+    def predict_from_features(self, task: Task, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """A new classifier fine-tuned on the support features, applied to the query features."""
+        support = support.detach()
         ft = self.cfg.fine_tune
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(FINE_TUNE_SEED)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.base import MetaLearner, PerImageFeatures
 from metarun.tasks import Task
 
 
@@ -55,7 +55,7 @@ class QueryAttention(nn.Module):
         return h
 
 
-class MatchingNet(MetaLearner):
+class MatchingNet(PerImageFeatures, MetaLearner):
     def __init__(self, backbone: nn.Module, cfg):
         super().__init__("image")
         self.backbone = backbone
@@ -64,10 +64,11 @@ class MatchingNet(MetaLearner):
         self.query_attention = QueryAttention(dim, cfg.fce_steps) if cfg.fce else None
         self.similarity_scale = cfg.similarity_scale
 
-    def log_probabilities(self, task: Task) -> torch.Tensor:
-        n_support = task.support_x.shape[0]
-        features = self.backbone(torch.cat([task.support_x, task.query_x])).float()
-        support, query = features[:n_support], features[n_support:]
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x).float()
+
+    def predict_from_features(self, task: Task, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the query images' classes."""
         if self.support_context is not None:
             support = self.support_context(support)
             query = self.query_attention(query, support)
@@ -79,5 +80,3 @@ class MatchingNet(MetaLearner):
     def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.nll_loss(prediction, target)
 
-    def adapt_and_predict(self, task: Task) -> torch.Tensor:
-        return self.log_probabilities(task)

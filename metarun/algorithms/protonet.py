@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.base import MetaLearner, PerImageFeatures
 from metarun.tasks import Task
 
 
@@ -38,19 +38,17 @@ def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torc
         return -squared
 
 
-class ProtoNet(MetaLearner):
+class ProtoNet(PerImageFeatures, MetaLearner):
     def __init__(self, backbone: nn.Module, rotate_support: bool):
         super().__init__("image")
         self.backbone = backbone
         self.rotate_support = rotate_support
 
-    def logits(self, task: Task) -> torch.Tensor:
-        n_support = task.support_x.shape[0]
-        features = self.backbone(torch.cat([task.support_x, task.query_x]))
-        return prototype_logits(features[:n_support], task.support_y, features[n_support:])
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
 
-    def adapt_and_predict(self, task: Task) -> torch.Tensor:
-        return self.logits(task)
+    def predict_from_features(self, task: Task, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return prototype_logits(support, task.support_y, query)
 
     def training_predictions(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.rotate_support:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.base import MetaLearner, PerImageFeatures
 from metarun.backbones.conv4 import conv_block
 from metarun.errors import ConfigError
 from metarun.tasks import Task
@@ -35,7 +35,7 @@ class RelationModule(nn.Module):
         return torch.sigmoid(self.fc(self.convs(pairs))).squeeze(1)
 
 
-class RelationNet(MetaLearner):
+class RelationNet(PerImageFeatures, MetaLearner):
     def __init__(self, backbone: nn.Module, cfg):
         super().__init__("image")
         self.backbone = backbone
@@ -46,11 +46,11 @@ class RelationNet(MetaLearner):
                               f"at least 4x4, and these are {side}x{side}")
         self.relation = RelationModule(backbone.out_shape, cfg.relation_channels, cfg.relation_hidden)
 
-    def relation_scores(self, task: Task) -> torch.Tensor:
-        """(queries, ways) relation scores."""
-        n_support = task.support_x.shape[0]
-        maps = self.backbone.feature_map(torch.cat([task.support_x, task.query_x]))
-        support, query = maps[:n_support], maps[n_support:]
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.feature_map(x)
+
+    def predict_from_features(self, task: Task, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(queries, ways) relation scores from the images' feature maps."""
         ways = int(task.support_y.max()) + 1
         classes = torch.zeros(ways, *support.shape[1:], device=support.device, dtype=support.dtype)
         classes = classes.index_add(0, task.support_y, support)
@@ -61,9 +61,6 @@ class RelationNet(MetaLearner):
 
     def task_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(prediction, F.one_hot(target, prediction.shape[1]).to(prediction.dtype))
-
-    def adapt_and_predict(self, task: Task) -> torch.Tensor:
-        return self.relation_scores(task)
 
     def class_probabilities(self, prediction: torch.Tensor) -> torch.Tensor:
         """Relation scores in (0, 1), trained by MSE towards the one-hot match, are no logits:
