@@ -149,6 +149,16 @@ def checkpoint_to_continue(cfg, run_dir: Path) -> Path | None:
     return None
 
 
+def refuse_earlier_run(run_dir: Path) -> None:
+    """A new run must not start in a run dir that holds a run that got as far as a checkpoint or a
+    result: its curves and results would mix with the earlier run's."""
+    for earlier in (run_dir / "checkpoints" / "last.pt", run_dir / "results.json"):
+        if earlier.exists():
+            raise ConfigError("hydra.run.dir", str(run_dir), f"a directory without an earlier run (it holds "
+                              f"{earlier.relative_to(run_dir)}): continue that run with trainer.resume=true, "
+                              "or start this one elsewhere")
+
+
 def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_name: str | None,
                hydra_cfg) -> dict | None:
     main = ranks.is_main
@@ -163,6 +173,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
         if cfg.trainer.fit_max_steps is not None:  # the steps fitted when the run began
             cfg.trainer.max_steps = state["config"]["trainer"]["max_steps"]
         changes = check_resume(checkpoint, state["config"], OmegaConf.to_container(cfg, resolve=True))
+    if main and cfg.mode == "train" and checkpoint is None:
+        refuse_earlier_run(run_dir)
     if main:
         (run_dir / ERROR_FILE).unlink(missing_ok=True)  # a failure of an earlier attempt
         if state is None:  # a resumed run's record changes only once it trains on (below)

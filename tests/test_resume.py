@@ -191,3 +191,26 @@ def test_a_budget_that_calibration_spends_fails_naming_the_key(make_cfg, tmp_pat
         run(make_cfg("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_time_s=1.0",
                      "trainer.fit_max_steps=1.0", "trainer.calibration_steps=4"), tmp_path)
     assert error.value.key == "trainer.max_time_s" and "calibration" in str(error.value)
+
+
+def test_a_new_run_never_starts_in_a_dir_that_holds_an_earlier_run(make_cfg, tmp_path):
+    short = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=20", "trainer.val_every=0",
+             "trainer.log_every=5", "eval.episodes=5")
+    run(make_cfg(*short), tmp_path)
+    def files():  # but the lock, which every attempt takes
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    with pytest.raises(ConfigError) as error:  # its curves and results would mix with the earlier run's
+        run(make_cfg(*short, "seed=1"), tmp_path)
+    assert error.value.key == "hydra.run.dir" and "trainer.resume=true" in str(error.value)
+    assert files() == before  # nothing touched
+    assert run(make_cfg(*short, "trainer.resume=true"), tmp_path)  # resuming the finished run is fine
+
+
+def test_a_run_that_restarts_from_step_0_keeps_no_curve_of_the_attempt_before(make_cfg, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 5, "train/loss": 9.0}\n')  # killed before a checkpoint
+    run(make_cfg("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=10", "trainer.val_every=0",
+                 "trainer.log_every=5", "eval.episodes=5", "trainer.resume=true"), tmp_path)
+    losses = [json.loads(line).get("train/loss") for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert 9.0 not in losses and len(losses) == 3  # steps 5 and 10, and the test result

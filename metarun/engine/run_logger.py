@@ -9,10 +9,11 @@ from torch.utils.tensorboard.summary import hparams
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, resume_step: int = 0):
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        """``resume_step``: training goes on from this step (0: starts), so records written after
+        it, by an earlier attempt, are dropped: they will be written again. None: appends."""
         self.jsonl = run_dir / "metrics.jsonl"
-        if resume_step and self.jsonl.exists():
-            # drop records written after the checkpoint we resume from: they will be written again
+        if resume_step is not None and self.jsonl.exists():
             kept = [line for line in self.jsonl.read_text().splitlines()
                     if line and json.loads(line)["step"] <= resume_step]
             self.jsonl.write_text("".join(line + "\n" for line in kept))
