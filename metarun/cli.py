@@ -74,6 +74,7 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, state: 
         "ways": data.get("ways"), "shots": data.get("shots"), "queries": data.get("queries"),
         "eval_seed": cfg.eval.seed, "transductive_bn": learner.transductive,
         "checkpoint": str(checkpoint), "step": state["step"], "seed": cfg.seed,
+        "training_precision": state.get("precision"),  # fp32 or bf16 (None: an older checkpoint)
         "val_best": val_best, "protocol": cfg.eval.protocol, "environment": environment(device),
     }
     if cfg.eval.protocol == "lake_runs":

@@ -29,3 +29,7 @@ def test_each_recipe_trains_two_updates(recipe, tmp_path, cache_dir):
     config = (run_dir / ".hydra" / "config.yaml").read_text()
     assert f"name: {recipe.split('_')[0]}" in config
     assert json.loads((run_dir / "results.json").read_text()) == results
+    # what trainer.precision resolved to is recorded; bf16 never for the learners it breaks
+    assert results["training_precision"] in ("fp32", "bf16")
+    if recipe.startswith(("reptile", "metalstm")):
+        assert results["training_precision"] == "fp32"

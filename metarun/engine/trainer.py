@@ -104,7 +104,8 @@ class Trainer:
         return {"model": self.learner.state_dict(), "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
                 "train_time": self.train_time, "step_time": self.step_time, "rng": rng_states(self.generator),
-                "config": OmegaConf.to_container(self.cfg, resolve=True), "learner": self.learner_spec}
+                "config": OmegaConf.to_container(self.cfg, resolve=True), "learner": self.learner_spec,
+                "precision": self.precision}  # what trainer.precision=auto resolved to
 
     def resume_from(self, path: Path, state: dict) -> None:
         """Continue from ``state``, the checkpoint loaded from ``path`` (its settings checked
