@@ -60,13 +60,16 @@ def carried_adam_step(params: list[torch.Tensor], squares: list[torch.Tensor], t
 class Reptile(MetaLearner):
     bf16_breaks = ("its inner steps (about algo.inner_lr a weight) are below bf16's resolution of the "
                    "weights, so its inner loop hardly moves")
+
     def __init__(self, backbone: nn.Module, n_outputs: int, kind: str, cfg):
         super().__init__(kind)
         self.model = nn.Sequential(backbone, nn.Linear(backbone.out_features, n_outputs))
         self.has_batchnorm = batch_statistics_only(self.model)
         self.cfg = cfg
         self.transductive = self.has_batchnorm and cfg.transductive_bn
-        self.carries_adam_state = cfg.inner_optimizer == "adam" and cfg.inner_optimizer_state == "carried"
+        # a checkpoint from before the key was trained with a fresh state for every task
+        self.carries_adam_state = (cfg.inner_optimizer == "adam"
+                                   and cfg.get("inner_optimizer_state", "fresh") == "carried")
         if self.carries_adam_state:
             # buffers, so that checkpoints and resumes hold them; named by the parameters' order
             # ('.' is not allowed in a buffer's name)
