@@ -50,7 +50,7 @@ def carried_adam_step(params: list[torch.Tensor], squares: list[torch.Tensor], t
     @torch.no_grad()
     def step():
         t.add_(1)
-        correction = 1 - beta2 ** t.item()
+        correction = 1 - beta2 ** t.double()  # a tensor: no device sync per inner step
         for p, square in zip(params, squares):
             square.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
             p.sub_(lr * p.grad / ((square / correction).sqrt() + eps))

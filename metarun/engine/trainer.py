@@ -89,7 +89,7 @@ class Trainer:
                               "updates; the gradients' all-reduce between ranks is not recorded)")
         if cfg.trainer.precision == "auto":
             why = (f" (not bf16 for {cfg.algo.name}: {learner.bf16_breaks})"
-                   if learner.bf16_breaks and device.type == "cpu" and cpu_computes_bf16() else "")
+                   if resolve_precision("auto", device) != self.precision else "")
             log.info(f"trainer.precision=auto: {self.precision} on this {device.type}{why}")
         elif self.precision == "bf16" and learner.bf16_breaks:
             log.warning(f"trainer.precision=bf16 with {cfg.algo.name}: {learner.bf16_breaks}; "
