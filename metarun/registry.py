@@ -172,6 +172,14 @@ def variant_of(entry: dict) -> str:
     return hashlib.sha1(described.encode()).hexdigest()[:7]
 
 
+def trained_in(members: list[dict]) -> str:
+    """", bf16" / ", bf16 and fp32": the arithmetic of a row's runs, where results.json says (since
+    2026-12-06). ``trainer.precision=auto`` is one setting of a recipe that resolves to bf16 on
+    some machines and fp32 on others, so like steps and machines it is shown beside the figure."""
+    known = sorted({e["results"]["training_precision"] for e in members if e["results"].get("training_precision")})
+    return f", {' and '.join(known)}" if known else ""
+
+
 def variant_labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
     """For recipes with several variants in the table, each variant's settings that differ
     between them (``algo.similarity_scale=25``), by group key."""
@@ -219,7 +227,7 @@ def table(entries: list[dict], command_column: bool = True) -> str:
         training = f"{min(times):.0f}-{max(times):.0f} s" if len(times) > 1 else f"{times[0]:.0f} s"
         steps = sorted({e["steps"] for e in members})
         training += (f", {steps[0]:,} steps" if len(steps) == 1 else f", {steps[0]:,}-{steps[-1]:,} steps") + \
-            f", {'; '.join(machines)}"
+            f"{trained_in(members)}, {'; '.join(machines)}"
         r = members[0]["results"]
         paper = PAPER_RESULTS.get((algo, r["data"], r.get("ways"), r.get("shots"))) \
             if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs" else None

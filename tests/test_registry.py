@@ -42,7 +42,7 @@ def test_a_recorded_run_carries_its_command_config_machine_and_results_and_verif
     assert rerun["mean"] == entry["results"]["mean"]
 
 
-def fake_entry(algo: str, seed: int, mean: float, recipe: str, lr: float = 0.001) -> dict:
+def fake_entry(algo: str, seed: int, mean: float, recipe: str, lr: float = 0.001, precision: str | None = None) -> dict:
     """A registry entry's shape, for the table's formatting only (not a result)."""
     config = {"algo": {"name": algo, "optimizer": {"lr": lr}, "scheduler": {"name": "cosine", "total_steps": 900 + seed}},
               "backbone": {"name": "conv4"}, "data": {"name": "omniglot", "root": f"/home/user{seed}", "ways": 5},
@@ -50,7 +50,8 @@ def fake_entry(algo: str, seed: int, mean: float, recipe: str, lr: float = 0.001
     return {"recipe": recipe, "command": f"metarun +experiment={recipe} seed={seed}", "steps": 1000, "config": config,
             "train_time_s": 100.0 + seed, "environment": {"gpu": None, "cpu": "CPU", "cpu_cores": 2},
             "results": {"algo": algo, "data": "omniglot", "split": "vinyals", "ways": 5, "shots": 1,
-                        "n_episodes": 1000, "metric": "accuracy", "mean": mean, "ci95": 0.0015, "seed": seed}}
+                        "n_episodes": 1000, "metric": "accuracy", "mean": mean, "ci95": 0.0015, "seed": seed}
+            | ({"training_precision": precision} if precision else {})}
 
 
 def test_the_table_groups_seeds_and_stands_each_row_beside_its_paper():
@@ -70,6 +71,15 @@ def test_runs_of_a_recipe_whose_settings_changed_are_never_averaged_together():
     assert len(rows) == 2
     assert any("(p, algo.optimizer.lr=0.001)" in row and "2 seeds: 98.80 ± 0.15, 98.84 ± 0.15" in row for row in rows)
     assert any("(p, algo.optimizer.lr=0.01)" in row and "(seed: 96.00 ± 0.15)" in row for row in rows)
+
+
+def test_the_table_says_which_arithmetic_auto_resolved_to():
+    """trainer.precision=auto is one setting of a recipe, bf16 on one machine and fp32 on another:
+    shown beside the figure, as steps and machines are."""
+    rows = table([fake_entry("protonet", 0, 0.9880, "p", precision="bf16"), fake_entry("protonet", 1, 0.9700, "p", precision="fp32"),
+                  fake_entry("maml", 0, 0.9700, "m")]).splitlines()[2:]
+    assert ", 1,000 steps, bf16 and fp32, CPU, 2 cores" in rows[1] and "2 seeds" in rows[1]
+    assert ", 1,000 steps, CPU, 2 cores" in rows[0]  # recorded before results.json said
 
 
 def test_the_readme_results_table_is_the_one_the_registry_generates():
