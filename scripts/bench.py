@@ -5,6 +5,7 @@
     METARUN_DATA_DIR=... python scripts/bench.py --local   # also time the decoded-file cache
     python scripts/bench.py --no-host-memory-cache  # glibc's default malloc (device.cache_host_memory=false)
     python scripts/bench.py backbone.fold_first_batch_norm=false  # any config overrides, for every figure
+    python scripts/bench.py --algos metalstm backbone.channels=32  # only these learners' training steps
 
 Prints one line per figure; the README's benchmark table is copied from its output.
 """
@@ -93,6 +94,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--no-host-memory-cache", action="store_true",
                         help="as device.cache_host_memory=false: glibc's default malloc thresholds")
+    parser.add_argument("--algos", help="time only these learners' training steps, comma-separated (any "
+                        "learner, also those too slow for the default list on a CPU)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every figure, e.g. backbone.channels=32")
     args = parser.parse_args()
     COMMON_OVERRIDES.extend(args.overrides)
@@ -101,6 +104,8 @@ def main() -> None:
     cached = cache_host_memory(config().device.cache_host_memory and not args.no_host_memory_cache)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}, "
           f"host memory cache {'on' if cached else 'off'}")
+    if args.algos:
+        return bench_learners(args.algos.split(","), device)
     started = time.perf_counter()
     load_embedded()
     print(f"embedded 28x28 Omniglot load (sha256 check + decompress): {time.perf_counter() - started:.2f} s")
@@ -119,15 +124,19 @@ def main() -> None:
     bench_sampling(sources, device)
     bench_training(["algo=protonet"], "ProtoNet paper training episodes", 10, device)
     bench_training(["algo=protonet", "trainer.precision=bf16"], "ProtoNet paper training episodes", 10, device)
-    print("Every algorithm with its paper's Omniglot 5-way 1-shot settings (meta-batch, episode shape):")
     algos = ["maml", "fomaml", "anil", "metasgd", "reptile", "protonet", "matchingnet", "relationnet"]
     if device.type == "cuda":  # too slow for this benchmark on a CPU
         algos += ["metalstm", "snail"]
+    bench_learners(algos, device)
+
+
+def bench_learners(algos: list[str], device: torch.device) -> None:
+    print("Every algorithm with its paper's Omniglot 5-way 1-shot settings (meta-batch, episode shape):")
     for algo in algos:
         overrides = [f"algo={algo}"]
         if algo == "protonet":  # the paper trains with 60 ways; here the 5-way test shape
             overrides += ["algo.episode.ways=5", "algo.episode.queries=15"]
-        slow = algo in ("maml", "metasgd") and device.type == "cpu"
+        slow = algo in ("maml", "metasgd", "metalstm", "snail") and device.type == "cpu"
         bench_training(overrides, f"  {algo}", 3 if slow else 10, device)
 
 

@@ -10,6 +10,7 @@ from conftest import parameters_batch_norm_leaves_free
 from metarun.algorithms import build_learner
 from metarun.algorithms.anil import ANIL
 from metarun.algorithms.maml import MAML
+from metarun.algorithms.metalstm import MetaLSTMCell, preprocess, read_gradient
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.reptile import Reptile
 from metarun.algorithms.snail import AttentionBlock, DenseBlock
@@ -309,6 +310,31 @@ def test_sequence_learners_predict_each_query_from_the_support_set_alone(make_cf
     assert everything.shape == (15, 5)
     torch.testing.assert_close(first_three, everything[:3])
     assert torch.equal(everything, again)  # the test-time support order is fixed
+
+
+def test_metalstm_column_layout_computes_what_lstmcell_and_the_papers_gates_compute_on_rows():
+    """The meta-LSTM keeps coordinates along columns for speed; on rows, the same step is
+    nn.LSTMCell on [preprocessed gradient, preprocessed loss] and each gate a linear map of
+    [h, theta, its previous value]."""
+    torch.manual_seed(0)
+    n, hidden = 300, 20
+    reader, cell = torch.nn.LSTMCell(4, hidden), MetaLSTMCell(hidden, [4.0, 6.0], [-5.0, -4.0])
+    gradient = torch.randn(n) * torch.logspace(-8, 0, n)  # both branches of the preprocessing
+    loss, theta, f_prev, i_prev = torch.tensor(1.7), torch.randn(n), torch.rand(n), torch.rand(n)
+    h, c = torch.randn(n, hidden), torch.randn(n, hidden)
+
+    rows = torch.cat([preprocess(gradient).T, preprocess(loss.expand(n)).T], 1)
+    h_rows, c_rows = reader(rows, (h, c))
+    f = torch.sigmoid(cell.forget(torch.cat([h_rows, theta[:, None], f_prev[:, None]], 1)))[:, 0]
+    i = torch.sigmoid(cell.input(torch.cat([h_rows, theta[:, None], i_prev[:, None]], 1)))[:, 0]
+
+    h_columns, c_columns = read_gradient(reader, gradient, loss, (h.T.contiguous(), c.T.contiguous()))
+    torch.testing.assert_close(h_columns.T, h_rows)
+    torch.testing.assert_close(c_columns.T, c_rows)
+    new_theta, new_f, new_i = cell(h_columns, theta, gradient, f_prev, i_prev)
+    torch.testing.assert_close(new_f, f)
+    torch.testing.assert_close(new_i, i)
+    torch.testing.assert_close(new_theta, f * theta - i * gradient)
 
 
 def test_metalstm_cell_update_is_a_gradient_step_and_gates_are_learned(make_cfg):

@@ -18,6 +18,12 @@ All weights are shared across the learner's coordinates. As in the paper:
   moves like a small gradient step;
 - batch norm uses batch statistics (no running averages), and ``transductive_bn`` says whether
   test queries are normalised with their own statistics (as MAML's).
+
+Layout: the learner's coordinates run along the columns, (units, n), not the rows. The same
+function as ``nn.LSTMCell`` on (n, units) rows, but each gate is then a contiguous block, so its
+sigmoid and tanh run vectorised: 1.9-2.0x the meta-iterations of ``nn.LSTMCell``'s strided gate
+columns for a 64-filter Conv4 on 2 CPU cores (docs/learners/metalstm.md). The loss input is the
+same for every coordinate, so its share of the gates is one column added to all.
 """
 from __future__ import annotations
 
@@ -35,15 +41,29 @@ PREPROCESS_P = 10.0
 
 
 def preprocess(x: torch.Tensor) -> torch.Tensor:
-    """(N,) -> (N, 2): log-magnitude and sign for large values, (-1, scaled value) for small."""
+    """(N,) -> (2, N): log-magnitude and sign for large values, (-1, scaled value) for small."""
     big = x.abs() >= math.exp(-PREPROCESS_P)
     magnitude = torch.where(big, x.abs().clamp_min(1e-38).log() / PREPROCESS_P, torch.full_like(x, -1.0))
     direction = torch.where(big, x.sign(), x * math.exp(PREPROCESS_P))
-    return torch.stack([magnitude, direction], dim=1)
+    return torch.stack([magnitude, direction])
+
+
+def read_gradient(reader: nn.LSTMCell, gradient: torch.Tensor, loss: torch.Tensor,
+                  state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of ``reader`` on every coordinate, state (h, c) as (hidden, n): the inputs of a
+    coordinate are its preprocessed gradient and the preprocessed loss, shared by all."""
+    h, c = state
+    weight_gradient, weight_loss = reader.weight_ih[:, :2], reader.weight_ih[:, 2:]
+    shared = reader.bias_ih + reader.bias_hh + weight_loss @ preprocess(loss.reshape(1))[:, 0]
+    gates = torch.addmm(shared[:, None], torch.cat([weight_gradient, reader.weight_hh], 1),
+                        torch.cat([preprocess(gradient), h]))
+    i, f, g, o = gates.chunk(4)  # nn.LSTMCell's order: input, forget, cell, output
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class MetaLSTMCell(nn.Module):
-    """The gates and cell update above, for N coordinates at once."""
+    """The gates and cell update above, for n coordinates at once (h as (hidden, n))."""
 
     def __init__(self, hidden: int, forget_bias: list[float], input_bias: list[float]):
         super().__init__()
@@ -55,9 +75,13 @@ class MetaLSTMCell(nn.Module):
         nn.init.uniform_(self.input.bias, *input_bias)
 
     def forward(self, h, theta, grad, f_prev, i_prev):
-        f = torch.sigmoid(self.forget(torch.cat([h, theta[:, None], f_prev], 1)))
-        i = torch.sigmoid(self.input(torch.cat([h, theta[:, None], i_prev], 1)))
-        return f[:, 0] * theta - i[:, 0] * grad, f, i
+        """Each gate's weights are for [h, theta, its own previous value]."""
+        weight = torch.cat([self.forget.weight, self.input.weight])  # (2, hidden + 2)
+        bias = torch.cat([self.forget.bias, self.input.bias])
+        from_h = torch.addmm(bias[:, None], weight[:, :-2], h)  # (2, n)
+        f = torch.sigmoid(from_h[0] + weight[0, -2] * theta + weight[0, -1] * f_prev)
+        i = torch.sigmoid(from_h[1] + weight[1, -2] * theta + weight[1, -1] * i_prev)
+        return f * theta - i * grad, f, i
 
 
 class MetaLSTM(MetaLearner):
@@ -86,13 +110,12 @@ class MetaLSTM(MetaLearner):
         """theta_T: ``steps`` meta-LSTM updates from theta_0 on the support set."""
         theta = torch.cat([p.reshape(-1) for p in self.model.parameters()])
         n = theta.numel()
-        state = (theta.new_zeros(n, self.cfg.hidden), theta.new_zeros(n, self.cfg.hidden))
-        f, i = theta.new_zeros(n, 1), theta.new_zeros(n, 1)
+        state = (theta.new_zeros(self.cfg.hidden, n), theta.new_zeros(self.cfg.hidden, n))
+        f, i = theta.new_zeros(n), theta.new_zeros(n)
         for _ in range(steps):
             with torch.enable_grad():
                 loss, grad = self.learner_loss_and_grad(theta, task.support_x, task.support_y)
-            inputs = torch.cat([preprocess(grad), preprocess(loss.expand(n))], dim=1)
-            state = self.reader(inputs, state)
+            state = read_gradient(self.reader, grad, loss, state)
             theta, f, i = self.cell(state[0], theta, grad, f, i)
         return theta
 
