@@ -26,8 +26,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from metarun.algorithms import FIXED_WAYS, build_learner
-from metarun.config_check import ANY_WAYS_WITH_ZERO_HEAD, starts_head_at_zero
+from metarun.algorithms import build_learner
+from metarun.config_check import ways_fixed_by_training
 from metarun.data.preprocess import INK_DATASETS, Preprocessing
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.errors import DataError, MetarunError
@@ -112,8 +112,7 @@ class TrainedLearner:
         """The support shapes the learner can read: learners with one output per way need the
         ways they were trained with; SNAIL reads a sequence of exactly ways x shots examples."""
         data, name = self.config["data"], self.algo
-        head_free = name in ANY_WAYS_WITH_ZERO_HEAD and starts_head_at_zero(OmegaConf.create(self.config))
-        if name in FIXED_WAYS and not head_free and len(counts) != data["ways"]:
+        if ways_fixed_by_training(OmegaConf.create(self.config)) and len(counts) != data["ways"]:
             raise DataError(f"the support set has {len(counts)} classes; algo={name} has one output per way "
                             f"and was trained with data.ways={data['ways']}: give exactly {data['ways']} "
                             "classes (metric learners such as protonet take any number)")

@@ -65,20 +65,35 @@ ALGO_INTEGERS = {
 }
 ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",)}
 TASK_BATCHING = ("loop", "vmap", "auto")
-# learners whose output layer may start every task at zero (algo.head_init), and of those, the
-# ones that then serve any number of ways (Meta-SGD keeps learned inner rates for the head)
-HEAD_INIT_LEARNERS = ("maml", "fomaml", "metasgd")
-ANY_WAYS_WITH_ZERO_HEAD = ("maml", "fomaml")
+# learners whose output layer may start every task at zero or from the prototypes
+# (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps
+# learned inner rates for the head, so it has only the zero start, for its trained ways)
+HEAD_INIT_LEARNERS = ("maml", "fomaml", "protomaml", "metasgd")
+ANY_WAYS_WITH_ZERO_HEAD = ("maml", "fomaml", "protomaml")
+HEAD_INITS = ("learned", "zero", "prototypes")
 ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
                             "algo.inner_optimizer_state": ("carried", "fresh")},
                 "anil": {"algo.task_batching": TASK_BATCHING},
-                **{name: {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned", "zero")}
+                **{name: {"algo.task_batching": TASK_BATCHING,
+                          "algo.head_init": HEAD_INITS if name in ANY_WAYS_WITH_ZERO_HEAD else HEAD_INITS[:2]}
                    for name in HEAD_INIT_LEARNERS}}
 
 
 def starts_head_at_zero(cfg) -> bool:
     """Whether the run's learner starts its output layer at zero in every task (algo.head_init)."""
     return cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init == "zero"
+
+
+def head_per_task(cfg) -> bool:
+    """Whether the run's learner builds its output layer anew for every task (algo.head_init zero
+    or prototypes), so that nothing of it is meta-learned."""
+    return cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init in ("zero", "prototypes")
+
+
+def ways_fixed_by_training(cfg) -> bool:
+    """Whether the run's learner has one meta-learned output per way, so that it is tested with
+    the ways it was trained with."""
+    return cfg.algo.name in FIXED_WAYS and not (cfg.algo.name in ANY_WAYS_WITH_ZERO_HEAD and head_per_task(cfg))
 
 
 def get(cfg, key: str):
@@ -232,13 +247,10 @@ def validate_config(cfg) -> None:
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))
-    zero_head = starts_head_at_zero(cfg)
-    if zero_head and cfg.data.kind != "image":
-        raise ConfigError("algo.head_init", "zero", f"learned with data={cfg.data.name} (the zero head is "
-                          "for classification, one output per way)")
-    any_ways = zero_head and cfg.algo.name in ANY_WAYS_WITH_ZERO_HEAD
-    if (cfg.algo.name in FIXED_WAYS and not any_ways and cfg.data.kind == "image"
-            and cfg.algo.episode.ways != cfg.data.ways):
+    if head_per_task(cfg) and cfg.data.kind != "image":
+        raise ConfigError("algo.head_init", cfg.algo.head_init, f"learned with data={cfg.data.name} (a head "
+                          "started anew each task is for classification, one output per way)")
+    if ways_fixed_by_training(cfg) and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
         also = " (or algo.head_init=zero)" if cfg.algo.name in ANY_WAYS_WITH_ZERO_HEAD else ""
         raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
                           f"equal to data.ways ({cfg.data.ways}){also}: algo={cfg.algo.name} has one output "
@@ -276,7 +288,7 @@ def check_lake_runs(cfg) -> None:
     if cfg.mode == "train" and cfg.data.split != "lake":
         raise ConfigError("data.split", cfg.data.split, "lake with eval=lake_runs: the runs' characters "
                           "come from the evaluation alphabets, which the vinyals split trains on")
-    if cfg.algo.name in FIXED_WAYS and cfg.data.ways != 20:
+    if ways_fixed_by_training(cfg) and cfg.data.ways != 20:
         raise ConfigError("data.ways", cfg.data.ways, f"20 with eval=lake_runs: algo={cfg.algo.name} "
                           "has one output per way and the runs are 20-way")
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs a recipe of conf/experiment/ for the given seeds, tests each checkpoint 20-way as well where
-# the learner takes any number of ways (not the fixed-ways learners: MAML's family, SNAIL, MANN,
-# Meta-LSTM, whose 20-way figure needs a 20-way training run) and the recipe tests on episodes
+# the learner takes any number of ways (not the fixed-ways learners: MAML's family with a learned
+# head, SNAIL, MANN, Meta-LSTM, whose 20-way figure needs a 20-way training run) and the recipe tests on episodes
 # (not on the Lake et al. runs), and records the runs in results/
 # (metarun-results record). Run dirs: outputs/recipes/<name>_seed<S>.
 #   bash scripts/run_recipe.sh protonet_omniglot_15min 0 1 2 > outputs/protonet.log 2>&1 &
@@ -14,10 +14,10 @@ read -r -a extra <<< "${EXTRA:-}"
 any_ways=$(python - "$recipe" "${extra[@]}" <<'EOF'
 import sys
 from hydra import compose, initialize_config_module
-from metarun.algorithms import FIXED_WAYS
+from metarun.config_check import ways_fixed_by_training
 with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
     cfg = compose(config_name="config", overrides=[f"+experiment={sys.argv[1]}", *sys.argv[2:]])
-print("no" if cfg.algo.name in FIXED_WAYS or cfg.eval.protocol != "episodes" else "yes")
+print("no" if ways_fixed_by_training(cfg) or cfg.eval.protocol != "episodes" else "yes")
 EOF
 )
 for seed in "$@"; do

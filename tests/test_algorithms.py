@@ -175,7 +175,7 @@ def test_auto_task_batching_vmaps_on_cuda_and_for_convolution_free_models():
 
 
 @pytest.mark.parametrize("algo, head_init", [("maml", "learned"), ("fomaml", "learned"), ("metasgd", "learned"),
-                                             ("anil", "learned"), ("maml", "zero")])
+                                             ("anil", "learned"), ("maml", "zero"), ("protomaml", "prototypes")])
 def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo, head_init):
     """algo.task_batching=vmap and =loop: the same meta-gradient, batch norm and 2 inner steps
     included (in float64, where the fused batch-norm kernel under vmap was 1.7e-2 off)."""
@@ -201,6 +201,35 @@ def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo, head_init):
     for name, expected in gradients["loop"].items():
         torch.testing.assert_close(gradients["vmap"][name], expected, rtol=1e-9, atol=1e-12, msg=name)
     assert metrics["vmap"] == pytest.approx(metrics["loop"], rel=1e-6)  # accuracy: a float32 mean
+
+
+def test_protomaml_starts_each_task_as_protonet_on_its_support_set():
+    """algo.head_init=prototypes (ProtoMAML): before any inner step the logits are ProtoNet's
+    negative squared distances to the prototypes, up to |z|^2, the same for every class of a
+    query; the head is never meta-learned, and a learner meta-trained 5-way adapts to 3-way tasks."""
+    from metarun.backbones.conv4 import Conv4
+    from metarun.tasks import TaskBatch
+    torch.manual_seed(0)
+    cfg = OmegaConf.create(dict(first_order=True, inner_lr=0.4, inner_steps=1, eval_inner_steps=0,
+                                transductive_bn=True, task_batching="loop", head_init="prototypes", episode={"ways": 5}))
+    learner = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 5, "image", cfg)
+    generator = torch.Generator().manual_seed(1)
+    task = Task(torch.rand(6, 1, 12, 12, generator=generator), torch.tensor([0, 1, 2, 0, 1, 2]),
+                torch.rand(4, 1, 12, 12, generator=generator), torch.tensor([0, 1, 2, 0]))
+    logits = learner.adapt_and_predict(task)
+    assert logits.shape == (4, 3)
+    with torch.no_grad():  # transductive batch norm: support and queries normalised with their own statistics
+        support, queries = learner.model[0](task.support_x), learner.model[0](task.query_x)
+    prototypes = torch.stack([support[task.support_y == k].mean(0) for k in range(3)])
+    protonet = -torch.cdist(queries, prototypes) ** 2
+    torch.testing.assert_close(logits - protonet, (queries ** 2).sum(1, keepdim=True).expand(-1, 3), rtol=1e-4, atol=1e-4)
+
+    batch = TaskBatch(torch.rand(2, 5, 1, 12, 12, generator=generator), torch.arange(5).expand(2, -1),
+                      torch.rand(2, 10, 1, 12, 12, generator=generator), torch.arange(5).repeat(2).expand(2, -1))
+    learner.zero_grad()
+    learner.meta_train_step(batch)
+    assert learner.head.weight.grad is None and not learner.head.weight.any()
+    assert learner.model[0].features[0][0].weight.grad.abs().sum() > 0  # the body learns
 
 
 def test_zero_head_starts_every_task_at_zero_with_its_own_ways():

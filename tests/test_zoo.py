@@ -181,6 +181,9 @@ def test_optimisation_based_learners_learn_sinusoids(make_cfg, tmp_path, algo):
     ("reptile", ("algo.meta_batch=2", "algo.eval_inner_steps=10", "trainer.max_steps=120"), 0.5),  # 59% / 58%
     # first-order MAML learns more slowly early on: 49% / 48% / 47% / 49%
     ("fomaml", ("algo.meta_batch=2",), 0.4),
+    # ProtoMAML: the prototype head starts each task as ProtoNet's classifier, meta-trained 10-way,
+    # tested 5-way
+    ("protomaml", ("algo.meta_batch=2", "algo.episode.ways=10"), 0.5),
     # the zero head (Kao et al. 2022), meta-trained 10-way, tested 5-way: 47% / 47% / 48%
     ("fomaml", ("algo.meta_batch=2", "algo.head_init=zero", "algo.episode.ways=10"), 0.4),
     # pre-training batches of 64 images; untrained, the frozen backbone gives 20% (linear) and

@@ -19,7 +19,8 @@ from metarun.backbones import build_backbone
 from metarun.errors import ConfigError
 
 # learners with a classifier head: one output unit per way (or one regression output)
-HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile}
+HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, "metasgd": MetaSGD,
+                 "reptile": Reptile}
 # learners that compare embeddings: any number of ways, images only
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet}
 # pre-train a classifier over the base classes, fine-tune a new one per test task: images only
@@ -37,6 +38,7 @@ SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
                    **{name: ("image",) for name in {**METRIC_LEARNERS, **TRANSFER_LEARNERS,
                                                      **SEQUENCE_LEARNERS, **OPTIMISER_LEARNERS}},
                    "rl2": ("bandit",)}
+SUPPORTED_KINDS["protomaml"] = ("image",)  # prototypes of classes
 # MAML's policy-gradient form (Finn et al. 2017, Sec. 5.3) on the navigation tasks
 for name in ("maml", "fomaml"):
     SUPPORTED_KINDS[name] += ("navigation",)

@@ -35,9 +35,9 @@ class ANIL(MetaLearner):
         self.task_batching = cfg.task_batching
 
     def adapt_head(self, support_features: torch.Tensor, support_y: torch.Tensor, steps: int,
-                   create_graph: bool, inside_vmap: bool = False) -> dict[str, torch.Tensor]:
+                   create_graph: bool, partial: bool = False) -> dict[str, torch.Tensor]:
         return inner_sgd(self.head, dict(self.head.named_parameters()), support_features, support_y,
-                         self.task_loss, self.inner_lr, steps, create_graph, inside_vmap)
+                         self.task_loss, self.inner_lr, steps, create_graph, partial)
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
         if vmap_over_tasks(self.task_batching, self.body, batch.support_x.device):
@@ -54,7 +54,7 @@ class ANIL(MetaLearner):
     def meta_train_step_vmap(self, batch: TaskBatch) -> Metrics:
         def adapt_and_predict_queries(support_x, support_y, query_x):
             head = self.adapt_head(self.body(support_x), support_y, self.inner_steps,
-                                   create_graph=not self.first_order, inside_vmap=True)
+                                   create_graph=not self.first_order, partial=True)
             return functional_call(self.head, head, (self.body(query_x),))
 
         return backward_vmapped(self, self.body, adapt_and_predict_queries, batch)

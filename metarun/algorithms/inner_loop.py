@@ -21,7 +21,7 @@ Params = dict[str, torch.Tensor]
 
 def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
               loss_fn: Callable, lr: float | Params, steps: int, create_graph: bool,
-              inside_vmap: bool = False) -> Params:
+              partial: bool = False) -> Params:
     """``steps`` steps of gradient descent on ``loss_fn(model(x), y)`` from ``params``.
 
     ``lr`` is one step size, or one tensor per parameter (Meta-SGD's learned, element-wise rates).
@@ -30,15 +30,17 @@ def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
     to second order in ``params`` (MAML); ``False`` treats the inner gradients as constants
     (first-order MAML).
 
-    ``inside_vmap``: the gradients are taken with ``torch.func.grad``, which (unlike
-    ``torch.autograd.grad``) runs inside ``torch.func.vmap`` and stays differentiable by the
-    outer backward pass.
+    ``partial``: the gradients are taken with ``torch.func.grad``: the partial derivatives in
+    each entry of ``params``, even where an entry was computed from others (ProtoMAML's head from
+    the body: ``torch.autograd.grad`` would give the body's total derivative, through the head
+    too); unlike ``torch.autograd.grad`` it runs inside ``torch.func.vmap``, and it stays
+    differentiable by the outer backward pass.
     """
     def support_loss(params: Params) -> torch.Tensor:
         return loss_fn(functional_call(model, params, (x,)), y)
 
     for _ in range(steps):
-        if inside_vmap:
+        if partial:
             grads = list(grad(support_loss)(params).values())
             if not create_graph:
                 grads = [g.detach() for g in grads]

@@ -17,6 +17,13 @@ instead of at a meta-learned value. A learned head is, across random label order
 each task must first undo; from zero, one inner step writes each class's support features into
 its row. With nothing of the head meta-learned, the number of ways may differ between
 meta-training and test.
+
+``algo.head_init=prototypes`` (``algo=protomaml``): ProtoMAML (Triantafillou et al., ICLR 2020,
+"Meta-Dataset", Sec. 4): the output layer starts every task as the linear layer that equals
+ProtoNet's classifier on the support set, w_k = 2 c_k, b_k = -|c_k|^2 for the prototype c_k (the
+mean support feature of class k), since -|z - c_k|^2 = 2 c_k.z - |c_k|^2 - |z|^2 and |z|^2 is the
+same for every class. The prototypes are computed with the meta-parameters, so the outer gradient
+reaches the body through them as well (also first-order: only the inner gradients are constants).
 """
 from __future__ import annotations
 
@@ -42,9 +49,10 @@ class MAML(MetaLearner):
         self.transductive_bn = cfg.transductive_bn
         self.transductive = self.has_batchnorm and cfg.transductive_bn
         self.task_batching = cfg.task_batching
-        self.zero_head = cfg.head_init == "zero"
-        self.train_ways = cfg.episode.ways if self.zero_head else None
-        if self.zero_head:  # kept (as zeros) so that checkpoints have one layout; never trained
+        self.head_init = cfg.head_init
+        self.head_per_task = cfg.head_init in ("zero", "prototypes")  # nothing of the head is meta-learned
+        self.train_ways = cfg.episode.ways if self.head_per_task else None
+        if self.head_per_task:  # kept (as zeros) so that checkpoints have one layout; never trained
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
             self.head.requires_grad_(False)
@@ -55,12 +63,26 @@ class MAML(MetaLearner):
 
     def initial_parameters(self, ways: int | None) -> Params:
         """Where a task's inner loop starts: the meta-parameters, with a zero output layer of
-        ``ways`` rows under ``algo.head_init=zero`` (``ways`` is None otherwise)."""
+        ``ways`` rows under ``algo.head_init=zero`` (``ways`` is None otherwise; the prototype
+        head is the task's own: ``with_task_head``)."""
         params = dict(self.model.named_parameters())
-        if self.zero_head:
+        if self.head_init == "zero":
             params["1.weight"] = self.head.weight.new_zeros(ways, self.head.in_features).requires_grad_()
             params["1.bias"] = self.head.bias.new_zeros(ways).requires_grad_()
         return params
+
+    def with_task_head(self, params: Params, ways: int | None, support_x: torch.Tensor,
+                       support_y: torch.Tensor) -> Params:
+        """``params`` with the output layer that ProtoMAML builds from the task's support set
+        (``algo.head_init=prototypes``); ``params`` themselves otherwise."""
+        if self.head_init != "prototypes":
+            return params
+        body = {name[2:]: p for name, p in params.items() if name.startswith("0.")}
+        features = functional_call(self.model[0], body, (support_x,))
+        # (support, ways) one-hot, written as a comparison so that it also runs inside vmap
+        members = (support_y[:, None] == torch.arange(ways, device=support_y.device)).to(features.dtype)
+        prototypes = members.T @ features / members.sum(0)[:, None]
+        return params | {"1.weight": 2 * prototypes, "1.bias": -(prototypes ** 2).sum(1)}
 
     def init_step_sizes(self, cfg) -> None:
         self.inner_lr = cfg.inner_lr
@@ -70,8 +92,9 @@ class MAML(MetaLearner):
         return self.inner_lr
 
     def adapt(self, task: Task, ways: int | None, steps: int, create_graph: bool):
-        return inner_sgd(self.model, self.initial_parameters(ways), task.support_x, task.support_y,
-                         self.task_loss, self.step_sizes(), steps, create_graph)
+        start = self.with_task_head(self.initial_parameters(ways), ways, task.support_x, task.support_y)
+        return inner_sgd(self.model, start, task.support_x, task.support_y, self.task_loss, self.step_sizes(),
+                         steps, create_graph, partial=self.head_init == "prototypes")
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
         if vmap_over_tasks(self.task_batching, self.model, batch.support_x.device):
@@ -88,14 +111,15 @@ class MAML(MetaLearner):
         params, step_sizes = self.initial_parameters(self.train_ways), self.step_sizes()
 
         def adapt_and_predict_queries(support_x, support_y, query_x):
-            fast = inner_sgd(self.model, params, support_x, support_y, self.task_loss, step_sizes,
-                             self.inner_steps, create_graph=not self.first_order, inside_vmap=True)
+            start = self.with_task_head(params, self.train_ways, support_x, support_y)
+            fast = inner_sgd(self.model, start, support_x, support_y, self.task_loss, step_sizes,
+                             self.inner_steps, create_graph=not self.first_order, partial=True)
             return functional_call(self.model, fast, (query_x,))
 
         return backward_vmapped(self, self.model, adapt_and_predict_queries, batch)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
-        ways = int(task.support_y.max()) + 1 if self.zero_head else None  # labels are 0..ways-1
+        ways = int(task.support_y.max()) + 1 if self.head_per_task else None  # labels are 0..ways-1
         with torch.enable_grad():
             fast = {k: v.detach() for k, v in
                     self.adapt(task, ways, self.eval_inner_steps, create_graph=False).items()}
