@@ -21,7 +21,7 @@ from metarun.algorithms import build_learner
 from metarun.compare import ERROR_FILE
 from metarun.config_check import check_added_keys, check_episode_shapes, config_warnings, validate_config
 from metarun.data import build_sources, eval_shape
-from metarun.engine import distributed
+from metarun.engine import distributed, openmp_wait
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.cpu_threads import threads_per_run
 from metarun.engine.divergence import all_finite
@@ -192,6 +192,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
     cached = cache_host_memory(cfg.device.cache_host_memory)
     log.info(f"device {device}, {torch.get_num_threads()} torch CPU thread(s), "
              f"host memory cache {'on' if cached else 'off'}")
+    if openmp_wait.chosen and device.type == "cpu":
+        log.info(f"OpenMP wait: {openmp_wait.chosen['why']}")
     seed_everything(cfg.seed)
     if cfg.trainer.deterministic and device.type == "cuda":
         deterministic_gpu_kernels()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from metarun.engine.openmp_wait import openmp_environment
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -45,6 +47,7 @@ def code_version() -> dict[str, object]:
 def machine(device: torch.device) -> dict[str, object]:
     return {
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "openmp_wait": openmp_environment(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
     }
