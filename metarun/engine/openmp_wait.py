@@ -2,8 +2,9 @@
 
 Between two parallel regions, GNU OpenMP's threads spin for a while before they sleep (torch's
 Linux wheels use it). On cores of one's own that is the fastest; when other processes use the
-cores, the spinning threads take turns from the threads that have work, and a 2-thread run was
-2-3.5x slower beside one busy process (docs/performance.md). So when the ``metarun`` command
+cores, the spinning threads take turns from the threads that have work: a 2-thread run was 3-6x
+slower beside one busy process, and bounded spinning made it 1.8-2.4x faster there while costing
+up to 14% on idle cores (docs/performance.md). So when the ``metarun`` command
 starts while others already keep its cores busy, it bounds the spinning (``GOMP_SPINCOUNT``); on
 an idle machine it keeps OpenMP's default. A setting of the user's own (``GOMP_SPINCOUNT``,
 ``OMP_WAIT_POLICY``) always wins. Only Linux says how busy the cores are (/proc/stat).
