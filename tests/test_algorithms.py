@@ -232,6 +232,26 @@ def test_protomaml_starts_each_task_as_protonet_on_its_support_set():
     assert learner.model[0].features[0][0].weight.grad.abs().sum() > 0  # the body learns
 
 
+@pytest.mark.parametrize("head_init", ["zero", "prototypes"])
+def test_a_checkpoint_whose_head_each_task_builds_loads_for_any_ways(head_init):
+    """mode=eval data.ways=20 builds the learner 20-way; a 5-way checkpoint of a learner whose head
+    is built anew in every task loads into it (its stored head is a placeholder)."""
+    from metarun.backbones.conv4 import Conv4
+    cfg = OmegaConf.create(dict(first_order=True, inner_lr=0.4, inner_steps=1, eval_inner_steps=1,
+                                transductive_bn=True, task_batching="loop", head_init=head_init, episode={"ways": 5}))
+    torch.manual_seed(0)
+    trained = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 5, "image", cfg)
+    torch.manual_seed(1)
+    twenty_way = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 20, "image", cfg)
+    twenty_way.load_state_dict(trained.state_dict())
+    assert all(torch.equal(p, trained.state_dict()[k]) for k, p in twenty_way.state_dict().items() if not k.startswith("model.1."))
+    assert twenty_way.head.weight.shape[0] == 20 and not twenty_way.head.weight.any()
+    learned = MAML(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 20, "image",
+                   OmegaConf.merge(cfg, {"head_init": "learned"}))
+    with pytest.raises(RuntimeError, match="size mismatch"):  # a meta-learned head is the checkpoint's
+        learned.load_state_dict(trained.state_dict())
+
+
 def test_zero_head_starts_every_task_at_zero_with_its_own_ways():
     """algo.head_init=zero (Kao et al. 2022): the head is never meta-learned, and a learner
     meta-trained 7-way adapts to 3-way tasks (one zero row per way)."""

@@ -37,6 +37,14 @@ from metarun.algorithms.inner_loop import Params, backward_vmapped, inner_sgd, v
 from metarun.tasks import Task, TaskBatch
 
 
+def keep_placeholder_head(head: nn.Linear, state_dict: dict, prefix: str, *_) -> None:
+    """Loading a checkpoint into a learner whose head every task builds anew: the checkpoint's
+    head is a placeholder with a row per way it was trained with, so the learner keeps its own
+    (a checkpoint trained 5-way tests 20-way)."""
+    for name, placeholder in head.named_parameters(recurse=False):
+        state_dict[prefix + name] = placeholder.detach().clone()
+
+
 class MAML(MetaLearner):
     def __init__(self, backbone: nn.Module, n_outputs: int, kind: str, cfg):
         super().__init__(kind)
@@ -56,6 +64,7 @@ class MAML(MetaLearner):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
             self.head.requires_grad_(False)
+            self.head.register_load_state_dict_pre_hook(keep_placeholder_head)
 
     @property
     def head(self) -> nn.Linear:
