@@ -13,6 +13,7 @@ from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS, check_supports
+from metarun.algorithms.maml import HEADS_BUILT_PER_TASK
 from metarun.backbones import BACKBONES
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
 from metarun.engine.divergence import learning_rate_keys
@@ -69,13 +70,13 @@ TASK_BATCHING = ("loop", "vmap", "auto")
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps
 # learned inner rates for the head, so it has only the zero start, for its trained ways)
 HEAD_INIT_LEARNERS = ("maml", "fomaml", "protomaml", "metasgd")
-ANY_WAYS_WITH_ZERO_HEAD = ("maml", "fomaml", "protomaml")
+ANY_WAYS_WITH_HEAD_PER_TASK = ("maml", "fomaml", "protomaml")
 HEAD_INITS = ("learned", "zero", "prototypes")
 ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
                             "algo.inner_optimizer_state": ("carried", "fresh")},
                 "anil": {"algo.task_batching": TASK_BATCHING},
                 **{name: {"algo.task_batching": TASK_BATCHING,
-                          "algo.head_init": HEAD_INITS if name in ANY_WAYS_WITH_ZERO_HEAD else HEAD_INITS[:2]}
+                          "algo.head_init": HEAD_INITS if name in ANY_WAYS_WITH_HEAD_PER_TASK else ("learned", "zero")}
                    for name in HEAD_INIT_LEARNERS}}
 
 
@@ -87,13 +88,13 @@ def starts_head_at_zero(cfg) -> bool:
 def head_per_task(cfg) -> bool:
     """Whether the run's learner builds its output layer anew for every task (algo.head_init zero
     or prototypes), so that nothing of it is meta-learned."""
-    return cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init in ("zero", "prototypes")
+    return cfg.algo.name in HEAD_INIT_LEARNERS and cfg.algo.head_init in HEADS_BUILT_PER_TASK
 
 
 def ways_fixed_by_training(cfg) -> bool:
     """Whether the run's learner has one meta-learned output per way, so that it is tested with
     the ways it was trained with."""
-    return cfg.algo.name in FIXED_WAYS and not (cfg.algo.name in ANY_WAYS_WITH_ZERO_HEAD and head_per_task(cfg))
+    return cfg.algo.name in FIXED_WAYS and not (cfg.algo.name in ANY_WAYS_WITH_HEAD_PER_TASK and head_per_task(cfg))
 
 
 def get(cfg, key: str):
@@ -251,7 +252,7 @@ def validate_config(cfg) -> None:
         raise ConfigError("algo.head_init", cfg.algo.head_init, f"learned with data={cfg.data.name} (a head "
                           "started anew each task is for classification, one output per way)")
     if ways_fixed_by_training(cfg) and cfg.data.kind == "image" and cfg.algo.episode.ways != cfg.data.ways:
-        also = " (or algo.head_init=zero)" if cfg.algo.name in ANY_WAYS_WITH_ZERO_HEAD else ""
+        also = " (or algo.head_init=zero)" if cfg.algo.name in ANY_WAYS_WITH_HEAD_PER_TASK else ""
         raise ConfigError("algo.episode.ways", cfg.algo.episode.ways,
                           f"equal to data.ways ({cfg.data.ways}){also}: algo={cfg.algo.name} has one output "
                           "unit per way, so it is meta-trained and tested with the same ways")

@@ -37,6 +37,10 @@ from metarun.algorithms.inner_loop import Params, backward_vmapped, inner_sgd, v
 from metarun.tasks import Task, TaskBatch
 
 
+# algo.head_init values whose output layer every task builds anew, so nothing of it is meta-learned
+HEADS_BUILT_PER_TASK = ("zero", "prototypes")
+
+
 def keep_placeholder_head(head: nn.Linear, state_dict: dict, prefix: str, *_) -> None:
     """Loading a checkpoint into a learner whose head every task builds anew: the checkpoint's
     head is a placeholder with a row per way it was trained with, so the learner keeps its own
@@ -58,7 +62,7 @@ class MAML(MetaLearner):
         self.transductive = self.has_batchnorm and cfg.transductive_bn
         self.task_batching = cfg.task_batching
         self.head_init = cfg.head_init
-        self.head_per_task = cfg.head_init in ("zero", "prototypes")  # nothing of the head is meta-learned
+        self.head_per_task = cfg.head_init in HEADS_BUILT_PER_TASK
         self.train_ways = cfg.episode.ways if self.head_per_task else None
         if self.head_per_task:  # kept (as zeros) so that checkpoints have one layout; never trained
             nn.init.zeros_(self.head.weight)

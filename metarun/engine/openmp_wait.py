@@ -21,7 +21,7 @@ BUSY_CORES = 0.5  # cores kept busy by others at start from which metarun counts
 PROBE_S = 0.25
 
 # why the wait is what it is, for the run's log (set by ``choose_openmp_wait``)
-chosen: dict[str, str | None] = {}
+chosen: dict[str, str] = {}
 
 
 def cpu_times(stat: str) -> tuple[int, int]:
@@ -65,7 +65,7 @@ def choose_openmp_wait(environ=os.environ) -> None:
     value, why = wait_setting(dict(environ), None if user_set else busy_cores())
     if value is not None:
         environ["GOMP_SPINCOUNT"] = value
-    chosen.update(setting=f"GOMP_SPINCOUNT={value}" if value else None, why=why)
+    chosen["why"] = why
 
 
 def openmp_environment() -> dict[str, str]:
