@@ -53,7 +53,7 @@ NON_NEGATIVE = ("trainer.val_every",)
 # integer keys of single algorithms: (key, smallest allowed value)
 ALGO_INTEGERS = {
     **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
-       for name in ("maml", "fomaml", "anil", "metasgd")},
+       for name in ("maml", "fomaml", "protomaml", "anil", "boil", "metasgd")},
     "snail": (("algo.tc_filters", 1),),
     "mann": (("algo.hidden", 1), ("algo.slots", 1), ("algo.slot_size", 1), ("algo.read_heads", 1)),
     "metalstm": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.hidden", 1)),
@@ -75,6 +75,8 @@ HEAD_INITS = ("learned", "zero", "prototypes")
 ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
                             "algo.inner_optimizer_state": ("carried", "fresh")},
                 "anil": {"algo.task_batching": TASK_BATCHING},
+                # BOIL holds the head in the inner loop: a head built per task would stay at its start
+                "boil": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
                 **{name: {"algo.task_batching": TASK_BATCHING,
                           "algo.head_init": HEAD_INITS if name in ANY_WAYS_WITH_HEAD_PER_TASK else ("learned", "zero")}
                    for name in HEAD_INIT_LEARNERS}}
@@ -108,7 +110,8 @@ def check_choices(cfg, choices: dict) -> None:
     for key, allowed in choices.items():
         value = get(cfg, key)
         if value not in allowed:
-            raise ConfigError(key, value, f"one of {', '.join(str(a) for a in allowed)}")
+            raise ConfigError(key, value, f"one of {', '.join(str(a) for a in allowed)}" if len(allowed) > 1
+                              else f"only {allowed[0]} with algo={cfg.algo.name}")
 
 
 def check_integers(cfg, keys, minimum: int, context: str = "") -> None:

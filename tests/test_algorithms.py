@@ -175,7 +175,8 @@ def test_auto_task_batching_vmaps_on_cuda_and_for_convolution_free_models():
 
 
 @pytest.mark.parametrize("algo, head_init", [("maml", "learned"), ("fomaml", "learned"), ("metasgd", "learned"),
-                                             ("anil", "learned"), ("maml", "zero"), ("protomaml", "prototypes")])
+                                             ("anil", "learned"), ("boil", "learned"), ("maml", "zero"),
+                                             ("protomaml", "prototypes")])
 def test_vmapped_meta_batch_gives_the_task_loops_gradient(algo, head_init):
     """algo.task_batching=vmap and =loop: the same meta-gradient, batch norm and 2 inner steps
     included (in float64, where the fused batch-norm kernel under vmap was 1.7e-2 off)."""

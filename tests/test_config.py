@@ -89,6 +89,7 @@ def test_maml_lake_experiment_is_the_measured_recipe(make_cfg):
     ("algo.head_init=random", "algo.head_init"),
     ("data=sinusoid backbone=mlp algo.head_init=zero", "algo.head_init"),  # one output, no ways
     ("algo=metasgd algo.head_init=zero algo.episode.ways=20", "algo.episode.ways"),  # learned head rates
+    ("algo=boil algo.head_init=prototypes", "algo.head_init"),  # BOIL's inner loop holds the head
     ("data.augment.scale=1.5", "data.augment.scale"),
     ("data.augment.translate=2px", "data.augment.translate"),
     ("trainer.cuda_graph=true algo.optimizer.name=sgd", "trainer.cuda_graph"),

@@ -269,8 +269,8 @@ def test_data_check_reports_small_classes_unreadable_files_and_images_shared_by_
     assert done.returncode == 1
 
 
-IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "fomaml", "maml", "mann", "matchingnet", "metalstm", "metasgd",
-                  "protonet", "relationnet", "reptile", "snail")
+IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "fomaml", "maml", "mann", "matchingnet", "metalstm",
+                  "metasgd", "protomaml", "protonet", "relationnet", "reptile", "snail")
 
 
 @pytest.mark.parametrize("algo", IMAGE_LEARNERS)

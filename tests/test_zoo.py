@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from conftest import parameters_batch_norm_leaves_free
 from metarun.algorithms import build_learner
 from metarun.algorithms.anil import ANIL
+from metarun.algorithms.boil import BOIL
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.metalstm import MetaLSTMCell, preprocess, read_gradient
 from metarun.algorithms.metasgd import MetaSGD
@@ -87,6 +88,28 @@ def test_anil_adapts_the_head_only_and_equals_maml_with_a_frozen_body():
     for name, grad in got.items():
         theirs = expected[name.replace("body.", "model.0.").replace("head.", "model.1.")]
         torch.testing.assert_close(grad, theirs)
+
+
+def test_boil_adapts_the_body_only_and_equals_maml_with_a_frozen_head():
+    """BOIL = Meta-SGD whose rates are the inner lr on the body and 0 on the head; its inner loop
+    returns the head untouched (the same tensor: no gradient is taken for it)."""
+    torch.manual_seed(0)
+    boil = BOIL(MLP(1, [6]), 1, "regression", OmegaConf.create(MAML_CFG)).double()
+    batch = sinusoid_batch()
+    fast = boil.adapt(batch[0], None, 2, create_graph=False)
+    assert fast["1.weight"] is boil.head.weight and fast["1.bias"] is boil.head.bias
+    assert not torch.allclose(fast["0.net.0.weight"], boil.model[0].net[0].weight)
+
+    cfg = OmegaConf.create({**MAML_CFG, "inner_lr_init": [0.3, 0.3]})
+    masked = MetaSGD(MLP(1, [6]), 1, "regression", cfg).double()
+    masked.model.load_state_dict(boil.model.state_dict())
+    for name, alpha in zip(masked.names, masked.alphas):
+        alpha.requires_grad_(False)
+        alpha.fill_(0.0 if name.startswith("1.") else 0.3)
+    expected, got = meta_gradient(masked, batch), meta_gradient(boil, batch)
+    assert all(got[name].abs().sum() > 0 for name in got)  # the outer loop learns the head too
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, expected[name])
 
 
 def test_reptile_with_one_full_batch_sgd_step_moves_along_the_task_gradient():

@@ -4,6 +4,7 @@ from __future__ import annotations
 from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import MetaLearner
 from metarun.algorithms.baseline import Baseline
+from metarun.algorithms.boil import BOIL
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.mann import MANN
 from metarun.algorithms.maml_rl import MAMLPolicyGradient
@@ -19,8 +20,8 @@ from metarun.backbones import build_backbone
 from metarun.errors import ConfigError
 
 # learners with a classifier head: one output unit per way (or one regression output)
-HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, "metasgd": MetaSGD,
-                 "reptile": Reptile}
+HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, "boil": BOIL,
+                 "metasgd": MetaSGD, "reptile": Reptile}
 # learners that compare embeddings: any number of ways, images only
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet}
 # pre-train a classifier over the base classes, fine-tune a new one per test task: images only

@@ -24,7 +24,9 @@ def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
               partial: bool = False) -> Params:
     """``steps`` steps of gradient descent on ``loss_fn(model(x), y)`` from ``params``.
 
-    ``lr`` is one step size, or one tensor per parameter (Meta-SGD's learned, element-wise rates).
+    ``lr`` is one step size, or one per parameter: a tensor (Meta-SGD's learned, element-wise
+    rates) or a number. An entry whose step size is the number 0 is held where it is, and no
+    gradient is taken for it (BOIL's head).
 
     ``create_graph=True`` keeps the graph of each step, so the result is differentiable
     to second order in ``params`` (MAML); ``False`` treats the inner gradients as constants
@@ -36,19 +38,22 @@ def inner_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
     too); unlike ``torch.autograd.grad`` it runs inside ``torch.func.vmap``, and it stays
     differentiable by the outer backward pass.
     """
-    def support_loss(params: Params) -> torch.Tensor:
-        return loss_fn(functional_call(model, params, (x,)), y)
+    rates = lr if isinstance(lr, dict) else dict.fromkeys(params, lr)
+    held = {name: p for name, p in params.items() if isinstance(rates[name], (int, float)) and rates[name] == 0}
+    adapted = {name: p for name, p in params.items() if name not in held}
+
+    def support_loss(adapted: Params) -> torch.Tensor:
+        return loss_fn(functional_call(model, adapted | held, (x,)), y)
 
     for _ in range(steps):
         if partial:
-            grads = list(grad(support_loss)(params).values())
+            grads = list(grad(support_loss)(adapted).values())
             if not create_graph:
                 grads = [g.detach() for g in grads]
         else:
-            grads = torch.autograd.grad(support_loss(params), list(params.values()), create_graph=create_graph)
-        params = {name: p - (lr[name] if isinstance(lr, dict) else lr) * g
-                  for (name, p), g in zip(params.items(), grads)}
-    return params
+            grads = torch.autograd.grad(support_loss(adapted), list(adapted.values()), create_graph=create_graph)
+        adapted = {name: p - rates[name] * g for (name, p), g in zip(adapted.items(), grads)}
+    return adapted | held
 
 
 def vmap_over_tasks(task_batching: str, model: nn.Module, device: torch.device) -> bool:
