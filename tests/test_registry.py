@@ -87,3 +87,32 @@ def test_the_readme_results_table_is_the_one_the_registry_generates():
     assert TABLE_START in text and TABLE_END in text
     assert with_table(text, summary(load_entries(REGISTRY)), README) == text, \
         "the README's results table is stale: run `metarun-results table --update README.md`"
+
+
+def test_a_run_is_dirty_only_when_the_package_differs_from_its_commit(tmp_path):
+    """git_dirty (kept with every recorded run): a changed, deleted or new file of the package
+    counts; a results file or doc beside it does not (it changes nothing that a run computes)."""
+    import subprocess
+    from metarun.engine.environment import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "code.py").write_text("x = 1\n")
+    (tmp_path / "results.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    assert git_state(package)["git_dirty"] is False
+    (tmp_path / "results.json").unlink()  # outside the package
+    (tmp_path / "notes.md").write_text("new\n")
+    assert git_state(package)["git_dirty"] is False
+    (package / "recipe.yaml").write_text("new: 1\n")  # an uncommitted new config
+    assert git_state(package)["git_dirty"] is True
+    (package / "recipe.yaml").unlink()
+    (package / "code.py").write_text("x = 2\n")
+    state = git_state(package)
+    assert state["git_dirty"] is True and len(state["git_commit"]) == 40
+    assert git_state(tmp_path.parent / "elsewhere")["git_commit"] is None

@@ -28,19 +28,26 @@ def cpu_model() -> str:
 
 @functools.cache
 def code_version() -> dict[str, object]:
-    """The git commit of the metarun source that runs, and whether it had uncommitted changes
-    (None where metarun is not run from a git checkout, e.g. an installed wheel). Cached: a run
-    asks at its start (``cli.run``), so a commit made while it trains is not taken for its code."""
+    """``git_state`` of the metarun package. Cached: a run asks at its start (``cli.run``), so a
+    commit made while it trains is not taken for its code."""
+    return git_state(PACKAGE_DIR)
+
+
+def git_state(package_dir: Path) -> dict[str, object]:
+    """The git commit of the checkout that holds ``package_dir``, and whether the package (its
+    code and configs) differed from it: changed, deleted or new files under ``package_dir``.
+    Files outside it (results, docs) do not make a run dirty: they do not change what it
+    computes. Both None where it is not in a git checkout (an installed wheel)."""
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True,
+            done = subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True, text=True,
                                   timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    changes = git("status", "--porcelain", "--untracked-files=normal", "--", ".") if commit else None
     return {"git_commit": commit, "git_dirty": bool(changes) if commit else None}
 
 
