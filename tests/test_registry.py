@@ -5,11 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from metarun.errors import MetarunError
-from metarun.registry import (REGISTRY, TABLE_END, TABLE_START, load_entries, record, summary, table,
-                              verify, with_table)
+from metarun.registry import (REGISTRY, TABLE_END, TABLE_START, encode_scores, episode_scores, load_entries,
+                              paired_against_best, record, summary, table, verify, with_table)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHORT = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=20", "trainer.val_every=0",
@@ -26,6 +28,9 @@ def test_a_recorded_run_carries_its_command_config_machine_and_results_and_verif
     assert entry["command"] == "metarun trainer.progress=false " + " ".join(SHORT)
     assert entry["config"]["algo"]["inner_lr"] == 0.01 and entry["steps"] == 20 and entry["mode"] == "train"
     assert entry["results"] == json.loads((run_dir / "results.json").read_text())
+    kept = episode_scores(entry)  # per-episode test scores, for paired tests without the run dir
+    np.testing.assert_allclose(kept, np.load(run_dir / "episode_scores.npy"), rtol=1e-5)
+    assert len(kept) == 20
     environment = entry["environment"]
     assert environment["cpu_cores"] >= 1 and environment["torch"] and "git_commit" in environment
     with pytest.raises(MetarunError, match="exists already"):
@@ -80,6 +85,33 @@ def test_the_table_says_which_arithmetic_auto_resolved_to():
                   fake_entry("maml", 0, 0.9700, "m")]).splitlines()[2:]
     assert ", 1,000 steps, bf16 and fp32, CPU, 2 cores" in rows[1] and "2 seeds" in rows[1]
     assert ", 1,000 steps, CPU, 2 cores" in rows[0]  # recorded before results.json said
+
+
+def test_recipes_are_compared_episode_by_episode_against_the_best():
+    """The headline table's paired tests: seeds averaged episode by episode, each recipe against
+    the one with the highest mean; a recipe whose entries lack per-episode scores, or that was
+    tested on other episodes (another evaluation seed), gets no test."""
+    rng = np.random.default_rng(0)
+    hard = rng.uniform(0.5, 1.0, 400)  # episodes differ in difficulty, which pairing removes
+
+    def entry(recipe, seed, scores, eval_seed=0):
+        made = fake_entry("protonet", seed, float(scores.mean()), recipe)
+        made["results"]["eval_seed"] = eval_seed
+        return made | {"episode_scores": encode_scores(scores)}
+
+    strong = [hard, np.minimum(hard + 0.02, 1)]
+    close = np.mean(strong, axis=0) - np.tile([0.03, -0.01], 200) - rng.normal(0, 0.01, 400)
+    runs = {"strong": [entry("strong", 0, strong[0]), entry("strong", 1, strong[1])],
+            "close": [entry("close", 0, close)],
+            "weak": [entry("weak", 0, hard - 0.05)],
+            "old": [fake_entry("protonet", 0, 0.5, "old")],
+            "elsewhere": [entry("elsewhere", 0, hard - 0.05, eval_seed=1)]}
+    cells = paired_against_best(runs)
+    assert cells["strong"] == "best" and set(cells) == {"strong", "close", "weak"}
+    assert cells["weak"] == "p < 1e-300"  # 5 points below on every episode
+    expected = stats.ttest_rel(episode_scores(runs["close"][0]), np.mean(strong, axis=0)).pvalue
+    assert cells["close"] == f"p = {expected:.3g}" and 1e-30 < expected < 1e-3
+    assert paired_against_best({"alone": runs["weak"]}) == {}
 
 
 def test_the_readme_results_table_is_the_one_the_registry_generates():
