@@ -64,7 +64,7 @@ ALGO_INTEGERS = {
     **{name: (("algo.fine_tune.epochs", 0), ("algo.fine_tune.batch_size", 1))
        for name in ("baseline", "baselinepp")},
 }
-ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",)}
+ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("algo.ridge_init", "algo.scale_init")}
 TASK_BATCHING = ("loop", "vmap", "auto")
 # learners whose output layer may start every task at zero or from the prototypes
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps

@@ -279,3 +279,35 @@ def test_zero_head_starts_every_task_at_zero_with_its_own_ways():
     new_to_old = torch.tensor([1, 2, 0])  # new class j is old class new_to_old[j]
     relabelled = Task(three_way.support_x[new_to_old], torch.arange(3), three_way.query_x, three_way.query_y)
     torch.testing.assert_close(learner.adapt_and_predict(relabelled), learner.adapt_and_predict(three_way)[:, new_to_old])
+
+
+def test_r2d2_solves_ridge_regression_in_either_form_and_learns_its_penalty():
+    """The episode's classifier is the ridge solution (both the Woodbury and the primal form, each
+    checked against the normal equations); with a tiny penalty a 1-shot support set is fitted
+    exactly, so a query equal to a support image takes its class; the gradient reaches the
+    backbone, the penalty and the scale."""
+    from metarun.algorithms.r2d2 import R2D2, ridge_weights
+    from metarun.backbones.conv4 import Conv4
+    generator = torch.Generator().manual_seed(0)
+    for n, e in ((5, 16), (40, 16)):  # fewer and more examples than dimensions
+        x = torch.randn(n, e, generator=generator, dtype=torch.float64)
+        y = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+        expected = torch.linalg.solve(x.T @ x + 0.5 * torch.eye(e, dtype=torch.float64), x.T @ y)
+        torch.testing.assert_close(ridge_weights(x, y, torch.tensor(0.5, dtype=torch.float64)), expected)
+
+    torch.manual_seed(0)
+    learner = R2D2(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True),  # 72 features
+                   OmegaConf.create(dict(ridge_init=1e-6, scale_init=10.0))).eval()
+    support_x = torch.rand(4, 1, 12, 12, generator=generator)
+    task = Task(support_x, torch.tensor([2, 0, 3, 1]), support_x[[1, 3]], torch.tensor([0, 1]))
+    with torch.no_grad():
+        logits = learner.adapt_and_predict(task)
+    assert logits.shape == (2, 4) and logits.argmax(1).tolist() == [0, 1]
+    torch.testing.assert_close(logits / 10, torch.eye(4)[[0, 1]], atol=1e-3, rtol=0)
+
+    learner.train()
+    task.query_x = torch.rand(2, 1, 12, 12, generator=generator)
+    learner.task_loss(*learner.training_predictions(task)).backward()
+    assert learner.log_ridge.grad != 0 and learner.log_scale.grad != 0
+    weights = [p for name, p in learner.backbone.named_parameters() if name.endswith("weight")]
+    assert all(p.grad.abs().sum() > 0 for p in weights)  # (a conv bias before batch norm has none)

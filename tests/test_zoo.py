@@ -200,6 +200,7 @@ def test_optimisation_based_learners_learn_sinusoids(make_cfg, tmp_path, algo):
 @pytest.mark.parametrize("algo, overrides, threshold", [
     ("matchingnet", (), 0.5), ("matchingnet", ("algo.fce=true",), 0.5),  # 69% / 69%; 71% / 71%
     ("relationnet", ("trainer.max_steps=120",), 0.5),  # 70% / 70% after 120 steps
+    ("r2d2", (), 0.5),
     ("anil", ("algo.meta_batch=2", "algo.first_order=true"), 0.5),  # 60% / 64%
     ("reptile", ("algo.meta_batch=2", "algo.eval_inner_steps=10", "trainer.max_steps=120"), 0.5),  # 59% / 58%
     # first-order MAML learns more slowly early on: 49% / 48% / 47% / 49%

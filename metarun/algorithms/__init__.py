@@ -12,6 +12,7 @@ from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.metalstm import MetaLSTM
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
+from metarun.algorithms.r2d2 import R2D2
 from metarun.algorithms.relationnet import RelationNet
 from metarun.algorithms.reptile import Reptile
 from metarun.algorithms.rl2 import RL2
@@ -22,8 +23,9 @@ from metarun.errors import ConfigError
 # learners with a classifier head: one output unit per way (or one regression output)
 HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, "boil": BOIL,
                  "metasgd": MetaSGD, "reptile": Reptile}
-# learners that compare embeddings: any number of ways, images only
-METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet}
+# learners that compare embeddings (R2-D2: fit a classifier to them in closed form): any number
+# of ways, images only
+METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "r2d2": R2D2}
 # pre-train a classifier over the base classes, fine-tune a new one per test task: images only
 TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
 # read a task as a sequence of labelled examples (memory-based): one output unit per way
