@@ -214,3 +214,10 @@ def test_a_run_that_restarts_from_step_0_keeps_no_curve_of_the_attempt_before(ma
                  "trainer.log_every=5", "eval.episodes=5", "trainer.resume=true"), tmp_path)
     losses = [json.loads(line).get("train/loss") for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert 9.0 not in losses and len(losses) == 3  # steps 5 and 10, and the test result
+
+
+def test_the_fitted_horizon_counts_slow_steps_as_the_budget_does():
+    """The calibration's step time is the mean past the warm-up (the budget is the sum of the
+    durations): one slow step in five adds its share, where the median would have ignored it."""
+    from metarun.engine.trainer import expected_step_time
+    assert expected_step_time([9.0, 9.0, 9.0, 1.0, 1.0, 1.0, 1.0, 5.0]) == 2.0

@@ -56,6 +56,13 @@ def build_scheduler(optimizer, cfg):
     raise ConfigError("algo.scheduler.name", cfg.name, "one of constant, step, linear, cosine")
 
 
+def expected_step_time(durations: list[float]) -> float:
+    """What a step of the run will take, from the calibration steps' durations: the mean of the
+    second half (the first half is warm-up). The mean, not the median: the budget is spent by the
+    sum of the steps' durations, and occasional slow steps (another process, the allocator) are
+    part of it; the median ignored them and fitted horizons that runs then fell short of."""
+    return statistics.fmean(durations[len(durations) // 2:])
+
 class Trainer:
     """Meta-trains ``learner`` on episodes from ``sources["train"]``, validates on the fixed
     ``sources["val"]`` episodes, and keeps ``checkpoints/last.pt`` (for resuming) and
@@ -236,7 +243,7 @@ class Trainer:
         restore_rng_states(states, self.generator)
         calibration_time = sum(durations)
         self.train_time += calibration_time
-        step_time = statistics.median(durations[len(durations) // 2:])  # past the warm-up
+        step_time = expected_step_time(durations)
         fitted = int(tcfg.fit_max_steps * (tcfg.max_time_s - self.train_time) / step_time)
         fitted = self.ranks.broadcast(fitted)
         if fitted < 1:
