@@ -19,7 +19,7 @@ from PIL import Image
 
 import metarun
 from metarun.data.image_folder import scan_folder, seeded_fraction_split
-from metarun.errors import DataError
+from metarun.errors import DataError, MetarunError
 from tests.conftest import DATA_DIR, HANG_GUARD_S, metarun_command, needs_omniglot_files
 
 pytestmark = needs_omniglot_files
@@ -184,18 +184,24 @@ def small_tree(root: Path, classes: int = 6, images: int = 4) -> Path:
 
 
 def test_bad_folders_are_refused_with_the_file_or_class_named(cli, tmp_path):
+    """Each fault is named in one line; the command's form of it is checked once (exit status 2,
+    the last line of stderr), the other faults in process, where the same message is raised."""
+    settings = ("algo=protonet", "data=folder", "data.image_size=20", "data.ways=2", "data.shots=1",
+                "data.queries=2", "algo.episode.ways=2", "algo.episode.queries=2", "trainer.max_steps=2",
+                "backbone.blocks=2", "eval.episodes=4", "trainer.val_every=0", "data.fractions.val=0",
+                "data.fractions.test=0.34", "trainer.progress=false")
+
     def error(root: Path, *overrides: str) -> str:
-        done = cli("algo=protonet", "data=folder", f"data.root={root}", "data.image_size=20", "data.ways=2",
-                   "data.shots=1", "data.queries=2", "algo.episode.ways=2", "algo.episode.queries=2", "trainer.max_steps=2",
-                   "backbone.blocks=2", "eval.episodes=4", "trainer.val_every=0", "data.fractions.val=0",
-                   "data.fractions.test=0.34", *overrides, f"hydra.run.dir={tmp_path / 'run'}", check=False)
-        assert done.returncode == 2, done.stderr
-        last = done.stderr.strip().splitlines()[-1]  # after the decoding's progress bar
-        assert last.startswith("metarun: error: "), done.stderr
-        return last
+        with pytest.raises(MetarunError) as refused:
+            metarun.run([*settings, f"data.root={root}", *overrides], run_dir=tmp_path / "run")
+        return str(refused.value)
 
     root = small_tree(tmp_path / "small")
-    assert "class class0 of the test split has 4 images (2 class(es) have fewer than 6" in error(root, "data.queries=5")
+    done = cli(*settings, f"data.root={root}", "data.queries=5", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # after the decoding's progress bar
+    assert last.startswith("metarun: error: "), done.stderr
+    assert "class class0 of the test split has 4 images (2 class(es) have fewer than 6" in last
     (root / "class0" / "broken.png").write_bytes(b"not a png at all")
     message = error(root)
     assert "broken.png is not a readable image" in message and "do not decode" in message
