@@ -54,6 +54,7 @@ NON_NEGATIVE = ("trainer.val_every",)
 ALGO_INTEGERS = {
     **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
        for name in ("maml", "fomaml", "protomaml", "anil", "boil", "metasgd")},
+    "imaml": (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0), ("algo.cg_steps", 1)),
     "snail": (("algo.tc_filters", 1),),
     "mann": (("algo.hidden", 1), ("algo.slots", 1), ("algo.slot_size", 1), ("algo.read_heads", 1)),
     "metalstm": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.hidden", 1)),
@@ -64,7 +65,8 @@ ALGO_INTEGERS = {
     **{name: (("algo.fine_tune.epochs", 0), ("algo.fine_tune.batch_size", 1))
        for name in ("baseline", "baselinepp")},
 }
-ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("algo.ridge_init", "algo.scale_init")}
+ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("algo.ridge_init", "algo.scale_init"),
+                         "imaml": ("algo.proximal_lambda", "algo.inner_lr")}
 TASK_BATCHING = ("loop", "vmap", "auto")
 # learners whose output layer may start every task at zero or from the prototypes
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps
@@ -77,6 +79,7 @@ ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
                 "anil": {"algo.task_batching": TASK_BATCHING},
                 # BOIL holds the head in the inner loop: a head built per task would stay at its start
                 "boil": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
+                "imaml": {"algo.head_init": ("learned",)},
                 **{name: {"algo.task_batching": TASK_BATCHING,
                           "algo.head_init": HEAD_INITS if name in ANY_WAYS_WITH_HEAD_PER_TASK else ("learned", "zero")}
                    for name in HEAD_INIT_LEARNERS}}

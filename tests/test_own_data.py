@@ -275,7 +275,7 @@ def test_data_check_reports_small_classes_unreadable_files_and_images_shared_by_
     assert done.returncode == 1
 
 
-IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "fomaml", "maml", "mann", "matchingnet", "metalstm",
+IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "fomaml", "imaml", "maml", "mann", "matchingnet", "metalstm",
                   "metasgd", "protomaml", "protonet", "r2d2", "relationnet", "reptile", "snail")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.func import functional_call
 
 from conftest import parameters_batch_norm_leaves_free
 from metarun.algorithms import build_learner
@@ -110,6 +111,53 @@ def test_boil_adapts_the_body_only_and_equals_maml_with_a_frozen_head():
     assert all(got[name].abs().sum() > 0 for name in got)  # the outer loop learns the head too
     for name, grad in got.items():
         torch.testing.assert_close(grad, expected[name])
+
+
+def test_conjugate_gradient_solves_a_positive_definite_system():
+    from metarun.algorithms.imaml import conjugate_gradient
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 6, generator=generator, dtype=torch.float64)
+    matrix = a @ a.T + torch.eye(6, dtype=torch.float64)
+    b = [torch.randn(4, generator=generator, dtype=torch.float64), torch.randn(2, generator=generator, dtype=torch.float64)]
+    x = conjugate_gradient(lambda v: list((matrix @ torch.cat(v)).split([4, 2])), b, steps=6)  # n steps: exact
+    torch.testing.assert_close(torch.cat(x), torch.linalg.solve(matrix, torch.cat(b)))
+
+
+def test_imaml_meta_gradient_is_the_derivative_of_the_query_loss_at_the_inner_optimum():
+    """With the proximal inner problem solved (many steps) and enough conjugate-gradient steps,
+    iMAML's implicit meta-gradient equals finite differences of theta -> L_query(phi*(theta)),
+    phi*(theta) = argmin L_support(phi) + lambda/2 |phi - theta|^2, in float64."""
+    from metarun.algorithms.imaml import IMAML
+    torch.manual_seed(0)
+    cfg = OmegaConf.create({**MAML_CFG, "inner_lr": 0.1, "inner_steps": 200, "eval_inner_steps": 200,
+                            "proximal_lambda": 2.0, "cg_steps": 40})
+    imaml = IMAML(MLP(1, [6]), 1, "regression", cfg).double()
+    batch = sinusoid_batch(tasks=2)
+    for name in ("support_x", "support_y", "query_x", "query_y"):  # scaled down: the inner problem converges
+        setattr(batch, name, getattr(batch, name) / 5)
+    got = meta_gradient(imaml, batch)
+
+    def meta_loss() -> float:
+        total = 0.0
+        for task in batch:
+            phi = imaml.adapt(task, None, imaml.inner_steps, create_graph=False)
+            with torch.no_grad():
+                total += float(imaml.task_loss(functional_call(imaml.model, phi, (task.query_x,)), task.query_y))
+        return total / len(batch)
+
+    eps = 1e-6
+    for name, p in imaml.named_parameters():
+        expected = torch.zeros_like(p)
+        with torch.no_grad():
+            for i in range(p.numel()):
+                p.view(-1)[i] += eps
+                up = meta_loss()
+                p.view(-1)[i] -= 2 * eps
+                down = meta_loss()
+                p.view(-1)[i] += eps
+                expected.view(-1)[i] = (up - down) / (2 * eps)
+        torch.testing.assert_close(got[name], expected, rtol=1e-4, atol=1e-7, msg=name)
+    assert max(float(g.abs().max()) for g in got.values()) > 1e-3  # not trivially zero
 
 
 def test_reptile_with_one_full_batch_sgd_step_moves_along_the_task_gradient():

@@ -5,6 +5,7 @@ from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import MetaLearner
 from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.boil import BOIL
+from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.mann import MANN
 from metarun.algorithms.maml_rl import MAMLPolicyGradient
@@ -22,7 +23,7 @@ from metarun.errors import ConfigError
 
 # learners with a classifier head: one output unit per way (or one regression output)
 HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, "boil": BOIL,
-                 "metasgd": MetaSGD, "reptile": Reptile}
+                 "imaml": IMAML, "metasgd": MetaSGD, "reptile": Reptile}
 # learners that compare embeddings (R2-D2: fit a classifier to them in closed form): any number
 # of ways, images only
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "r2d2": R2D2}
