@@ -57,11 +57,14 @@ def build_scheduler(optimizer, cfg):
 
 
 def expected_step_time(durations: list[float]) -> float:
-    """What a step of the run will take, from the calibration steps' durations: the mean of the
-    second half (the first half is warm-up). The mean, not the median: the budget is spent by the
-    sum of the steps' durations, and occasional slow steps (another process, the allocator) are
-    part of it; the median ignored them and fitted horizons that runs then fell short of."""
-    return statistics.fmean(durations[len(durations) // 2:])
+    """What a step of the run will take, from the calibration steps' durations: the median of the
+    second half (the first half is warm-up). Not the mean: early steps still decode images into
+    the host memory cache now and then, and one such step in the sample tripled a Matching
+    Networks run's estimate (143 ms against 50 ms a step: it trained 5 of its 15 minutes).
+    Measured the other way, the median has been 15-30% optimistic for the MAML family on a
+    2-core VM (steps slow down after the calibration), so such runs stop before their horizon,
+    with the cosine at 75-86% of it; the log says so and how to repeat the run."""
+    return statistics.median(durations[len(durations) // 2:])
 
 class Trainer:
     """Meta-trains ``learner`` on episodes from ``sources["train"]``, validates on the fixed
