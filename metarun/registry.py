@@ -271,6 +271,21 @@ def recipe_variant(recipe: str) -> tuple[str, dict]:
     return variant_of({"config": config}), config
 
 
+def current_version_entries(entries: list[dict], experiments: Path = EXPERIMENTS) -> list[dict]:
+    """The entries of recipes as their files stand now (the headline table's runs): older versions
+    of a recipe, and runs that an override changed, are left out."""
+    fingerprints: dict[str, str | None] = {}
+    kept = []
+    for entry in entries:
+        recipe = entry["recipe"].split()[0]
+        if recipe not in fingerprints:
+            fingerprints[recipe] = (recipe_variant(recipe)[0] if (experiments / f"{recipe}.yaml").is_file()
+                                    else None)
+        if fingerprints[recipe] == variant_of(entry):
+            kept.append(entry)
+    return kept
+
+
 def headline_cell(members: list[dict], paper, against_best: str = "") -> tuple[str, str]:
     """(metarun, paper) cells for one recipe's runs of one shape; ``against_best``: its paired
     test against the column's best recipe (``paired_against_best``)."""

@@ -3,7 +3,9 @@ meta-training curves of the recorded recipe runs (from their run dirs' metrics.j
 
     python scripts/plot_results.py            # writes docs/img/results.png and docs/img/curves.png
 
-Entries whose run dir is not on this machine are left out of the curves (and said so)."""
+Only runs of each recipe as its file stands now are drawn, as in the README's table (a run of an
+older version, or one that an override changed, would be averaged in otherwise). Entries whose run
+dir is not on this machine are left out of the curves (and said so)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from metarun.paper_results import PAPER_RESULTS  # noqa: E402
-from metarun.registry import REGISTRY, load_entries  # noqa: E402
+from metarun.registry import REGISTRY, current_version_entries, load_entries  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "img"
@@ -29,7 +31,7 @@ def accuracy_rows(entries: list[dict]) -> list[tuple[str, float, float, float | 
     for e in entries:
         r = e["results"]
         if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs":
-            groups[(e["recipe"], f"{r['data']} {r['ways']}-way {r['shots']}-shot")].append(r)
+            groups[(e["recipe"].split()[0], f"{r['data']} {r['ways']}-way {r['shots']}-shot")].append(r)
     rows = []
     for (recipe, setting), results in sorted(groups.items()):
         r = results[0]
@@ -52,7 +54,7 @@ def plot_accuracies(rows, path: Path) -> None:
     ax.set_xlim(low, 100)
     ax.set_xlabel("test accuracy (%)")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Recorded runs (results/) against the papers' figures")
+    ax.set_title("The recipes' recorded runs (results/) against the papers")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -90,7 +92,8 @@ def plot_curves(entries: list[dict], path: Path) -> list[str]:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    entries = load_entries(REGISTRY)
+    # as the README's table: each recipe as its file stands now (no older version averaged in)
+    entries = current_version_entries(load_entries(REGISTRY))
     plot_accuracies(accuracy_rows(entries), OUT / "results.png")
     missing = plot_curves(entries, OUT / "curves.png")
     print(f"wrote {OUT / 'results.png'} and {OUT / 'curves.png'}"
