@@ -168,13 +168,16 @@ def paired_p_value(differences: np.ndarray) -> float:
     return float(stats.ttest_1samp(differences, 0.0).pvalue)
 
 
-def episode_means(runs: list[Run]) -> np.ndarray | None:
-    """Per-episode scores averaged over the runs (seeds), on the episodes all of them share."""
-    scores = [r.scores for r in runs if r.scores is not None]
-    if not scores:
-        return None
+def mean_over_seeds(scores: list[np.ndarray]) -> np.ndarray:
+    """Per-episode scores averaged over seeds, on the episodes all of them share."""
     n = min(len(s) for s in scores)
     return np.mean([s[:n] for s in scores], axis=0)
+
+
+def episode_means(runs: list[Run]) -> np.ndarray | None:
+    """``mean_over_seeds`` of the runs that have per-episode scores (None if none has)."""
+    scores = [r.scores for r in runs if r.scores is not None]
+    return mean_over_seeds(scores) if scores else None
 
 
 def build_rows(runs: list[Run]) -> list[Row]:

@@ -142,6 +142,12 @@ def record(run_dir: Path, registry: Path = REGISTRY, name: str | None = None) ->
     return path
 
 
+def recipe_name(entry: dict) -> str:
+    """The recipe an entry ran (entries recorded by an earlier version name their overrides after
+    the experiment: "matchingnet_omniglot_15min algo.similarity_scale=25")."""
+    return entry["recipe"].split()[0]
+
+
 def load_entries(registry: Path = REGISTRY) -> list[dict]:
     return [json.loads(p.read_text()) | {"name": p.stem} for p in sorted(registry.glob("*.json"))]
 
@@ -222,8 +228,7 @@ def table(entries: list[dict], command_column: bool = True) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for entry in entries:
         r = entry["results"]
-        # (entries recorded by an earlier version name their overrides after the experiment)
-        groups[(entry["recipe"].split()[0], r["algo"], setting_of(r), variant_of(entry))].append(entry)
+        groups[(recipe_name(entry), r["algo"], setting_of(r), variant_of(entry))].append(entry)
     labels = variant_labels(groups)
     columns = ["learner", "setting", "metarun (mean over seeds; each seed ± 95% CI)", "training", "paper"]
     columns += ["command"] if command_column else []
@@ -274,16 +279,9 @@ def recipe_variant(recipe: str) -> tuple[str, dict]:
 def current_version_entries(entries: list[dict], experiments: Path = EXPERIMENTS) -> list[dict]:
     """The entries of recipes as their files stand now (the headline table's runs): older versions
     of a recipe, and runs that an override changed, are left out."""
-    fingerprints: dict[str, str | None] = {}
-    kept = []
-    for entry in entries:
-        recipe = entry["recipe"].split()[0]
-        if recipe not in fingerprints:
-            fingerprints[recipe] = (recipe_variant(recipe)[0] if (experiments / f"{recipe}.yaml").is_file()
-                                    else None)
-        if fingerprints[recipe] == variant_of(entry):
-            kept.append(entry)
-    return kept
+    fingerprints = {recipe: recipe_variant(recipe)[0] for recipe in {recipe_name(e) for e in entries}
+                    if (experiments / f"{recipe}.yaml").is_file()}
+    return [e for e in entries if variant_of(e) == fingerprints.get(recipe_name(e))]
 
 
 def headline_cell(members: list[dict], paper, against_best: str = "") -> tuple[str, str]:
@@ -304,14 +302,13 @@ def paired_against_best(runs_by_recipe: dict[str, list[dict]]) -> dict[str, str]
     recipe's per-episode scores averaged over its seeds, a paired t-test of each against the
     recipe with the highest mean ("best" for that one, "p = ..." for the others). Recipes whose
     entries lack per-episode scores, or were tested on other episodes, are left out."""
-    from metarun.compare import format_p, paired_p_value
+    from metarun.compare import format_p, mean_over_seeds, paired_p_value
 
     averaged, tested_on = {}, {}
     for recipe, members in runs_by_recipe.items():
         scores = [episode_scores(e) for e in members]
         if members and all(s is not None for s in scores):
-            n = min(len(s) for s in scores)
-            averaged[recipe] = np.mean([s[:n] for s in scores], axis=0)
+            averaged[recipe] = mean_over_seeds(scores)
             tested_on[recipe] = {e["results"].get("eval_seed") for e in members}
     if len(averaged) < 2:
         return {}
@@ -342,7 +339,7 @@ def summary(entries: list[dict], experiments: Path = EXPERIMENTS) -> str:
         fingerprint, config = recipe_variant(recipe)
         if config["data"]["name"] != "omniglot" or config["eval"]["protocol"] != "episodes":
             continue
-        runs = [e for e in entries if e["recipe"].split()[0] == recipe and variant_of(e) == fingerprint]
+        runs = [e for e in entries if recipe_name(e) == recipe and variant_of(e) == fingerprint]
         rows[recipe] = (config["algo"]["name"], config["trainer"]["max_time_s"],
                         {shape: [e for e in runs if (e["results"].get("ways"), e["results"].get("shots")) == shape]
                          for shape in HEADLINE_SHAPES})

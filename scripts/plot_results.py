@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from metarun.paper_results import PAPER_RESULTS  # noqa: E402
-from metarun.registry import REGISTRY, current_version_entries, load_entries  # noqa: E402
+from metarun.registry import REGISTRY, current_version_entries, load_entries, recipe_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "img"
@@ -31,7 +31,7 @@ def accuracy_rows(entries: list[dict]) -> list[tuple[str, float, float, float | 
     for e in entries:
         r = e["results"]
         if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs":
-            groups[(e["recipe"].split()[0], f"{r['data']} {r['ways']}-way {r['shots']}-shot")].append(r)
+            groups[(recipe_name(e), f"{r['data']} {r['ways']}-way {r['shots']}-shot")].append(r)
     rows = []
     for (recipe, setting), results in sorted(groups.items()):
         r = results[0]

@@ -66,6 +66,7 @@ def expected_step_time(durations: list[float]) -> float:
     with the cosine at 75-86% of it; the log says so and how to repeat the run."""
     return statistics.median(durations[len(durations) // 2:])
 
+
 class Trainer:
     """Meta-trains ``learner`` on episodes from ``sources["train"]``, validates on the fixed
     ``sources["val"]`` episodes, and keeps ``checkpoints/last.pt`` (for resuming) and
