@@ -322,12 +322,24 @@ def paired_against_best(runs_by_recipe: dict[str, list[dict]]) -> dict[str, str]
     return cells
 
 
+def testable_shapes(config: dict) -> tuple[tuple[int, int], ...]:
+    """The headline shapes that a recipe's checkpoint can be tested on: all of them, or for a
+    learner with one meta-learned output per way, only the shape it trains (its other shape is
+    another recipe's row: maml_omniglot_20way_15min beside maml_omniglot_15min)."""
+    from metarun.config_check import ways_fixed_by_training
+
+    if not ways_fixed_by_training(OmegaConf.create(config)):
+        return HEADLINE_SHAPES
+    return tuple(shape for shape in HEADLINE_SHAPES if shape[0] == config["data"]["ways"])
+
+
 def summary(entries: list[dict], experiments: Path = EXPERIMENTS) -> str:
     """The headline table: a row per Omniglot recipe of ``conf/experiment/``, its 5-way and 20-way
     1-shot figures (mean over seeds, a paired test against the column's best recipe on the same
     test episodes) beside the papers'. Only runs of the recipe file as it is now count (same
     ``variant_of``): a recipe edited since its runs shows "not recorded" until it is run again.
-    Fixed-ways learners need a 20-way training run for the 20-way column."""
+    A fixed-ways learner's 20-way figure comes from its 20-way recipe, a row of its own ("—" in the
+    cells that a recipe's checkpoint cannot be tested on)."""
     header = ["learner", "recipe", "budget"]
     for ways, shots in HEADLINE_SHAPES:
         header += [f"{ways}-way {shots}-shot", "paper"]
@@ -342,13 +354,16 @@ def summary(entries: list[dict], experiments: Path = EXPERIMENTS) -> str:
         runs = [e for e in entries if recipe_name(e) == recipe and variant_of(e) == fingerprint]
         rows[recipe] = (config["algo"]["name"], config["trainer"]["max_time_s"],
                         {shape: [e for e in runs if (e["results"].get("ways"), e["results"].get("shots")) == shape]
-                         for shape in HEADLINE_SHAPES})
+                         for shape in HEADLINE_SHAPES}, testable_shapes(config))
     paired = {shape: paired_against_best({recipe: row[2][shape] for recipe, row in rows.items()})
               for shape in HEADLINE_SHAPES}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for recipe, (algo, budget, runs) in rows.items():
+    for recipe, (algo, budget, runs, testable) in rows.items():
         cells = [algo, f"`{recipe}`", f"{budget / 60:g} CPU-min" if budget else ""]
         for ways, shots in HEADLINE_SHAPES:
+            if (ways, shots) not in testable:  # a fixed-ways recipe of the other shape has this cell
+                cells += ["—", ""]
+                continue
             cells += headline_cell(runs[(ways, shots)], PAPER_RESULTS.get((algo, "omniglot", ways, shots)),
                                    paired[(ways, shots)].get(recipe, ""))
         lines.append("| " + " | ".join(cells) + " |")
