@@ -62,11 +62,13 @@ ALGO_INTEGERS = {
                 ("algo.eval_inner_batch", 1)),
     "matchingnet": (("algo.fce_steps", 1),),
     "relationnet": (("algo.relation_channels", 1), ("algo.relation_hidden", 1)),
+    "metaoptnet": (("algo.qp_max_iterations", 1),),
     **{name: (("algo.fine_tune.epochs", 0), ("algo.fine_tune.batch_size", 1))
        for name in ("baseline", "baselinepp")},
 }
 ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("algo.ridge_init", "algo.scale_init"),
-                         "imaml": ("algo.proximal_lambda", "algo.inner_lr")}
+                         "imaml": ("algo.proximal_lambda", "algo.inner_lr"),
+                         "metaoptnet": ("algo.svm_c", "algo.kernel_ridge", "algo.scale_init", "algo.qp_tolerance")}
 TASK_BATCHING = ("loop", "vmap", "auto")
 # learners whose output layer may start every task at zero or from the prototypes
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.func import functional_call
 
@@ -279,6 +280,63 @@ def test_zero_head_starts_every_task_at_zero_with_its_own_ways():
     new_to_old = torch.tensor([1, 2, 0])  # new class j is old class new_to_old[j]
     relabelled = Task(three_way.support_x[new_to_old], torch.arange(3), three_way.query_x, three_way.query_y)
     torch.testing.assert_close(learner.adapt_and_predict(relabelled), learner.adapt_and_predict(three_way)[:, new_to_old])
+
+
+def test_metaoptnet_solves_the_svm_dual_exactly_and_differentiates_it():
+    """The dual's solution carries its own certificate of optimality (the KKT conditions: every
+    row of B on the simplex, the gradient equal to the row's multiplier on the free entries and
+    no smaller on the zero ones); the gradient through the active-set solve equals finite
+    differences of the solver; a query equal to a support image takes its class."""
+    from metarun.algorithms.metaoptnet import (MetaOptNet, dual_gradient, fista_dual, solve_dual,
+                                               svm_dual_weights)
+    from metarun.backbones.conv4 import Conv4
+    generator = torch.Generator().manual_seed(0)
+    for shots, ways in ((1, 5), (5, 5), (1, 20), (5, 20)):
+        # non-negative, correlated features (as after a ReLU): a badly conditioned Gram matrix
+        x = (torch.randn(shots * ways, 128, generator=generator, dtype=torch.float64)
+             + 2 * torch.randn(1, 128, generator=generator, dtype=torch.float64)).abs()
+        targets = F.one_hot(torch.arange(ways).repeat(shots), ways).double()
+        gram = x @ x.T
+        # the active-set rounds, and FISTA alone (the fallback), reach the same certified optimum
+        b, by_fista = solve_dual(gram, targets, 0.1, 1e-10, 5000), fista_dual(gram, targets, 0.1, 1e-10, 5000)
+        torch.testing.assert_close(b, by_fista, atol=1e-9, rtol=0)
+        gradient = dual_gradient(gram, targets, 0.1, b)
+        free = b > 0
+        multiplier = (gradient * free).sum(1, keepdim=True) / free.sum(1, keepdim=True)
+        assert b.min() >= 0 and torch.allclose(b.sum(1), torch.full((shots * ways,), 0.1, dtype=torch.float64))
+        assert ((gradient - multiplier) * free).abs().max() < 1e-8
+        assert ((gradient - multiplier) * ~free).min() > -1e-8
+
+    x = torch.randn(10, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = F.one_hot(torch.arange(5).repeat(2), 5).double()
+    probe = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+
+    def loss(features):
+        return (svm_dual_weights(features, targets, 0.1, 1e-6, 1e-12, 20000) * probe).sum()
+
+    loss(x).backward()
+    numeric = torch.zeros_like(x)
+    with torch.no_grad():
+        for i, j in np.ndindex(*x.shape):
+            step = torch.zeros_like(x)
+            step[i, j] = 1e-6
+            numeric[i, j] = (loss(x + step) - loss(x - step)) / 2e-6
+    torch.testing.assert_close(x.grad, numeric, atol=1e-7, rtol=1e-5)
+
+    torch.manual_seed(0)
+    learner = MetaOptNet(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True),
+                         OmegaConf.create(dict(svm_c=0.1, kernel_ridge=1.0, scale_init=1.0, qp_tolerance=1e-9,
+                                               qp_max_iterations=2000))).eval()
+    support_x = torch.rand(4, 1, 12, 12, generator=generator)
+    task = Task(support_x, torch.tensor([2, 0, 3, 1]), support_x[[1, 3]], torch.tensor([0, 1]))
+    with torch.no_grad():
+        assert learner.adapt_and_predict(task).argmax(1).tolist() == [0, 1]
+    learner.train()
+    task.query_x = torch.rand(2, 1, 12, 12, generator=generator)
+    learner.task_loss(*learner.training_predictions(task)).backward()
+    assert learner.log_scale.grad != 0
+    weights = [p for name, p in learner.backbone.named_parameters() if name.endswith("weight")]
+    assert all(p.grad.abs().sum() > 0 for p in weights)
 
 
 def test_r2d2_solves_ridge_regression_in_either_form_and_learns_its_penalty():

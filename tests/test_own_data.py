@@ -276,7 +276,7 @@ def test_data_check_reports_small_classes_unreadable_files_and_images_shared_by_
 
 
 IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "fomaml", "imaml", "maml", "mann", "matchingnet", "metalstm",
-                  "metasgd", "protomaml", "protonet", "r2d2", "relationnet", "reptile", "snail")
+                  "metaoptnet", "metasgd", "protomaml", "protonet", "r2d2", "relationnet", "reptile", "snail")
 
 
 @pytest.mark.parametrize("algo", IMAGE_LEARNERS)

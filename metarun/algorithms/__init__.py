@@ -11,6 +11,7 @@ from metarun.algorithms.mann import MANN
 from metarun.algorithms.maml_rl import MAMLPolicyGradient
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.metalstm import MetaLSTM
+from metarun.algorithms.metaoptnet import MetaOptNet
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
 from metarun.algorithms.r2d2 import R2D2
@@ -24,9 +25,10 @@ from metarun.errors import ConfigError
 # learners with a classifier head: one output unit per way (or one regression output)
 HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, "boil": BOIL,
                  "imaml": IMAML, "metasgd": MetaSGD, "reptile": Reptile}
-# learners that compare embeddings (R2-D2: fit a classifier to them in closed form): any number
-# of ways, images only
-METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "r2d2": R2D2}
+# learners that compare embeddings (R2-D2, MetaOptNet: fit a classifier to them by solving a
+# convex problem): any number of ways, images only
+METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "r2d2": R2D2,
+                   "metaoptnet": MetaOptNet}
 # pre-train a classifier over the base classes, fine-tune a new one per test task: images only
 TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
 # read a task as a sequence of labelled examples (memory-based): one output unit per way
