@@ -68,7 +68,8 @@ ALGO_INTEGERS = {
 }
 ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("algo.ridge_init", "algo.scale_init"),
                          "imaml": ("algo.proximal_lambda", "algo.inner_lr"),
-                         "metaoptnet": ("algo.svm_c", "algo.kernel_ridge", "algo.scale_init", "algo.qp_tolerance")}
+                         "metaoptnet": ("algo.svm_c", "algo.kernel_ridge", "algo.scale_init", "algo.qp_tolerance"),
+                         "metabaseline": ("algo.temperature_init",)}
 TASK_BATCHING = ("loop", "vmap", "auto")
 # learners whose output layer may start every task at zero or from the prototypes
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps
@@ -159,6 +160,11 @@ def check_fit_max_steps(trainer) -> None:
         raise ConfigError("trainer.calibration_steps", calibration, "an integer >= 2")
 
 
+# learners whose update decides on the host from values it computes, which a recorded graph cannot
+GRAPH_BREAKING_LEARNERS = {"metaoptnet": "its QP solver stops when the solution is certified",
+                           "metabaseline": "its update count chooses the stage"}
+
+
 def check_cuda_graph(cfg) -> None:
     """What a recorded outer update needs that the config decides (the device and the process
     count are checked where they are known, by the trainer)."""
@@ -171,6 +177,9 @@ def check_cuda_graph(cfg) -> None:
     if cfg.trainer.precision == "bf16":
         raise ConfigError("trainer.cuda_graph", True, "false with trainer.precision=bf16 (autocast's weight "
                           "cache cannot be recorded; trainer.precision=fp32)")
+    if cfg.algo.name in GRAPH_BREAKING_LEARNERS:
+        raise ConfigError("trainer.cuda_graph", True, f"false with algo={cfg.algo.name} "
+                          f"({GRAPH_BREAKING_LEARNERS[cfg.algo.name]})")
 
 
 # the keys each schedule reads (the others stay null)
@@ -253,6 +262,11 @@ def validate_config(cfg) -> None:
     check_positive_numbers(cfg, ALGO_POSITIVE_NUMBERS.get(cfg.algo.name, ()))
     if cfg.algo.name == "protonet":
         check_booleans(cfg, ("algo.rotate_support",))
+    if cfg.algo.name == "metabaseline":
+        fraction = cfg.algo.pretrain_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ConfigError("algo.pretrain_fraction", fraction, "a number in [0, 1]: the share of "
+                              "trainer.max_steps spent pre-training (0: Meta-Baseline's second stage alone)")
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))

@@ -282,6 +282,41 @@ def test_zero_head_starts_every_task_at_zero_with_its_own_ways():
     torch.testing.assert_close(learner.adapt_and_predict(relabelled), learner.adapt_and_predict(three_way)[:, new_to_old])
 
 
+def test_metabaseline_pretrains_a_whole_classifier_then_meta_trains_its_test_classifier():
+    """The first algo.pretrain_fraction of trainer.max_steps train the backbone and the base-class
+    classifier (not the temperature); the ones after train the backbone and the temperature through the
+    cosine centroid classifier (not the base classifier); the count is in the state dict, so a
+    resumed run stays in its stage. A query equal to a support image scores tau with its class."""
+    from metarun.algorithms.metabaseline import MetaBaseline
+    from metarun.backbones.conv4 import Conv4
+    from metarun.tasks import TaskBatch
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    learner = MetaBaseline(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 10,
+                           OmegaConf.create(dict(pretrain_fraction=0.5, temperature_init=10.0)),
+                           OmegaConf.create(dict(max_steps=4)))
+    batch = TaskBatch(torch.rand(2, 3, 1, 12, 12, generator=generator), torch.arange(3).expand(2, -1),
+                      torch.rand(2, 3, 1, 12, 12, generator=generator), torch.arange(3).expand(2, -1),
+                      torch.tensor([[4, 7, 1], [0, 9, 4]]))
+    trained = []
+    for _ in range(3):
+        learner.zero_grad(set_to_none=True)
+        learner.meta_train_step(batch)
+        trained.append({name for name, p in learner.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0})
+    backbone = {name for name in trained[0] if name.startswith("backbone.")}  # (a conv bias before batch norm has none)
+    assert len(backbone) > 4 and trained[0] == trained[1] == backbone | {"classifier.weight", "classifier.bias"}
+    assert trained[2] == backbone | {"log_temperature"}
+    assert int(learner.state_dict()["updates"]) == 3
+
+    learner.eval()
+    task = batch[0]
+    task.query_x = task.support_x[[2, 0]]
+    with torch.no_grad():
+        logits = learner.adapt_and_predict(task)
+    assert logits.argmax(1).tolist() == [2, 0]
+    torch.testing.assert_close(logits.max(1).values, torch.full((2,), 10.0))
+
+
 def test_metaoptnet_solves_the_svm_dual_exactly_and_differentiates_it():
     """The dual's solution carries its own certificate of optimality (the KKT conditions: every
     row of B on the simplex, the gradient equal to the row's multiplier on the free entries and

@@ -94,6 +94,9 @@ def test_maml_lake_experiment_is_the_measured_recipe(make_cfg):
     ("data.augment.translate=2px", "data.augment.translate"),
     ("trainer.cuda_graph=true algo.optimizer.name=sgd", "trainer.cuda_graph"),
     ("trainer.cuda_graph=true trainer.precision=bf16", "trainer.cuda_graph"),
+    ("algo=metaoptnet trainer.cuda_graph=true", "trainer.cuda_graph"),  # the solver decides on the host
+    ("algo=metaoptnet algo.svm_c=0", "algo.svm_c"),
+    ("algo=metabaseline algo.pretrain_fraction=1.5", "algo.pretrain_fraction"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as error:

@@ -275,8 +275,8 @@ def test_data_check_reports_small_classes_unreadable_files_and_images_shared_by_
     assert done.returncode == 1
 
 
-IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "fomaml", "imaml", "maml", "mann", "matchingnet", "metalstm",
-                  "metaoptnet", "metasgd", "protomaml", "protonet", "r2d2", "relationnet", "reptile", "snail")
+IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "fomaml", "imaml", "maml", "mann", "matchingnet", "metabaseline",
+                  "metalstm", "metaoptnet", "metasgd", "protomaml", "protonet", "r2d2", "relationnet", "reptile", "snail")
 
 
 @pytest.mark.parametrize("algo", IMAGE_LEARNERS)

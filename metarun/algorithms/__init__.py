@@ -10,6 +10,7 @@ from metarun.algorithms.maml import MAML
 from metarun.algorithms.mann import MANN
 from metarun.algorithms.maml_rl import MAMLPolicyGradient
 from metarun.algorithms.matchingnet import MatchingNet
+from metarun.algorithms.metabaseline import MetaBaseline
 from metarun.algorithms.metalstm import MetaLSTM
 from metarun.algorithms.metaoptnet import MetaOptNet
 from metarun.algorithms.metasgd import MetaSGD
@@ -29,8 +30,9 @@ HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, 
 # convex problem): any number of ways, images only
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "r2d2": R2D2,
                    "metaoptnet": MetaOptNet}
-# pre-train a classifier over the base classes, fine-tune a new one per test task: images only
-TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline}
+# pre-train a classifier over the base classes, then fine-tune a new one per test task (Baseline)
+# or meta-train a cosine centroid classifier (Meta-Baseline): images only
+TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline, "metabaseline": MetaBaseline}
 # read a task as a sequence of labelled examples (memory-based): one output unit per way
 SEQUENCE_LEARNERS = {"snail": SNAIL, "mann": MANN}
 # a learned optimiser updates a classifier with one output per way: images only
@@ -80,6 +82,8 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
         return SNAIL(backbone, cfg.data.ways, cfg.data.shots, cfg.algo)
     if name == "mann":
         return MANN(backbone, cfg.data.ways, cfg.algo)
+    if name == "metabaseline":  # its two stages split trainer.max_steps
+        return MetaBaseline(backbone, n_train_classes, cfg.algo, cfg.trainer)
     if name in TRANSFER_LEARNERS:
         return Baseline(backbone, n_train_classes, cfg.algo)
     if name == "protonet":
