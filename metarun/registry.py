@@ -178,12 +178,17 @@ def trained_settings(entry: dict) -> dict[str, object]:
     """What the run trained and how it was tested, beyond the episode shape, flattened
     (``algo.optimizer.lr``...): the learner, backbone and data settings and the training budget.
     Left out: paths, the test shape, and ``trainer.max_steps`` with the schedule's horizon (fitted
-    to each machine by ``trainer.fit_max_steps``). A mode=eval entry: its checkpoint's training."""
+    to each machine by ``trainer.fit_max_steps``). A mode=eval entry: its checkpoint's training,
+    and its own test-time settings, so that a checkpoint tested after 1 and after 10 inner steps
+    gives two rows, never one mean."""
     config = entry.get("trained_config", entry["config"])
     data = {k: v for k, v in config["data"].items()
             if k not in ("root", "source", "download_url", "ways", "shots", "queries")}
     trainer = {k: config["trainer"].get(k) for k in ("max_time_s", "fit_max_steps", "precision")}
-    flat = flatten({"algo": config["algo"], "backbone": config["backbone"], "data": data, "trainer": trainer})
+    algo = dict(config["algo"])
+    if "trained_config" in entry:  # how a mode=eval run tested: its own test-time keys (algo.eval_inner_steps...)
+        algo |= {k: v for k, v in entry["config"]["algo"].items() if k.startswith("eval_")}
+    flat = flatten({"algo": algo, "backbone": config["backbone"], "data": data, "trainer": trainer})
     flat.pop("algo.scheduler.total_steps", None)
     # 25 from an override and 25.0 from a YAML file are one setting
     return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in flat.items()}

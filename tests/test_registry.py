@@ -12,7 +12,7 @@ from scipy import stats
 from metarun.errors import MetarunError
 from metarun.registry import (HEADLINE_SHAPES, REGISTRY, TABLE_END, TABLE_START, encode_scores, episode_scores,
                               load_entries, paired_against_best, recipe_variant, record, summary, table,
-                              testable_shapes, verify, with_table)
+                              testable_shapes, variant_of, verify, with_table)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHORT = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=20", "trainer.val_every=0",
@@ -77,6 +77,23 @@ def test_runs_of_a_recipe_whose_settings_changed_are_never_averaged_together():
     assert len(rows) == 2
     assert any("(p, algo.optimizer.lr=0.001)" in row and "2 seeds: 98.80 ± 0.15, 98.84 ± 0.15" in row for row in rows)
     assert any("(p, algo.optimizer.lr=0.01)" in row and "(seed: 96.00 ± 0.15)" in row for row in rows)
+
+
+def test_a_checkpoint_tested_with_other_test_time_settings_is_a_row_of_its_own():
+    """A mode=eval run of a recipe's checkpoint after 1 inner step instead of the recipe's 10 is
+    another variant (the MAML paper's sinusoid figures after 1, 5 and 10 steps): never averaged
+    with the recipe's runs as if it were a seed, labelled by the setting that differs."""
+    trained = fake_entry("maml", 0, 0.9, "s")
+    trained["config"]["algo"]["eval_inner_steps"] = 10
+    tested = fake_entry("maml", 1, 0.5, "s")
+    tested["trained_config"] = trained["config"]
+    tested["config"] = json.loads(json.dumps(trained["config"]))
+    tested["config"]["algo"]["eval_inner_steps"] = 1
+    assert variant_of(tested) != variant_of(trained)
+    rows = table([trained, tested]).splitlines()[2:]
+    assert len(rows) == 2 and any("algo.eval_inner_steps=1.0" in row for row in rows)
+    tested["config"]["algo"]["eval_inner_steps"] = 10  # tested as trained: the recipe's variant
+    assert variant_of(tested) == variant_of(trained)
 
 
 def test_the_table_says_which_arithmetic_auto_resolved_to():
