@@ -27,6 +27,7 @@ Batch norm as in ProtoNet: batch statistics while meta-training, running average
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -35,6 +36,8 @@ from torch import nn
 
 from metarun.algorithms.base import MetaLearner, PerImageFeatures
 from metarun.tasks import Task
+
+log = logging.getLogger("metarun")
 
 
 def project_rows_to_simplex(v: torch.Tensor, total: float) -> torch.Tensor:
@@ -79,8 +82,9 @@ def fista_dual(gram: torch.Tensor, targets: torch.Tensor, c: float, tolerance: f
                max_iterations: int, check_every: int = 10) -> torch.Tensor:
     """B at the dual's optimum by FISTA, restarted whenever its momentum points uphill (O'Donoghue
     & Candes 2015); every ``check_every`` iterations the active set reached is tried in
-    ``active_set_solution``, and its B returned once it meets the KKT conditions. Slower than the
-    active-set rounds (10x at 60 ways), but it cannot cycle."""
+    ``active_set_solution``, and its B returned once it meets the KKT conditions (after
+    ``max_iterations``, the last iterate, with a warning that says how far from them it is).
+    Slower than the active-set rounds (10x at 60 ways), but it cannot cycle."""
     step = 1.0 / float(torch.linalg.eigvalsh(gram)[-1])
     b = c * targets  # feasible: A = 0
     momentum_point, t = b, 1.0
@@ -98,6 +102,10 @@ def fista_dual(gram: torch.Tensor, targets: torch.Tensor, c: float, tolerance: f
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         momentum_point = following + ((t - 1) / t_next) * change
         b, t = following, t_next
+    violation = kkt_violation(gram, targets, c, b)[0]
+    log.warning(f"MetaOptNet: the SVM dual of an episode met its optimality conditions only to {violation:.2g} "
+                f"(algo.qp_tolerance={tolerance:g}) after algo.qp_max_iterations={max_iterations}; its classifier "
+                "is that close to the SVM's. Raise algo.qp_max_iterations if this repeats")
     return b
 
 
