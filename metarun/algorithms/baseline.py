@@ -30,6 +30,17 @@ from metarun.tasks import Task, TaskBatch
 FINE_TUNE_SEED = 0
 
 
+def classification_step(learner: MetaLearner, classifier: nn.Module, batch: TaskBatch) -> Metrics:
+    """Ordinary classification over the data set's classes: the meta-batch's images, labelled with
+    their class ids, through ``learner.backbone`` and ``classifier``; the loss back-propagated."""
+    x = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
+    y = torch.cat([batch.classes.gather(1, batch.support_y).flatten(),
+                   batch.classes.gather(1, batch.query_y).flatten()])
+    logits = classifier(learner.backbone(x))
+    learner.task_loss(logits, y).backward()
+    return learner.task_metrics(logits.detach(), y)
+
+
 class CosineClassifier(nn.Module):
     def __init__(self, in_features: int, n_classes: int, scale: float):
         super().__init__()
@@ -54,12 +65,7 @@ class Baseline(PerImageFeatures, MetaLearner):
         return nn.Linear(self.backbone.out_features, n_classes)
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
-        x = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
-        y = torch.cat([batch.classes.gather(1, batch.support_y).flatten(),
-                       batch.classes.gather(1, batch.query_y).flatten()])
-        logits = self.classifier(self.backbone(x))
-        self.task_loss(logits, y).backward()
-        return self.task_metrics(logits.detach(), y)
+        return classification_step(self, self.classifier, batch)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x).float()

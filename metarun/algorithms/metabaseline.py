@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner, Metrics, PerImageFeatures
+from metarun.algorithms.baseline import classification_step
 from metarun.tasks import Task, TaskBatch
 
 
@@ -51,14 +52,9 @@ class MetaBaseline(PerImageFeatures, MetaLearner):
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
         pretraining = int(self.updates) < round(self.pretrain_fraction * self.trainer_cfg.max_steps)
         self.updates += 1
-        if not pretraining:
-            return super().meta_train_step(batch)  # stage 2: the query loss of each episode
-        x = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
-        y = torch.cat([batch.classes.gather(1, batch.support_y).flatten(),
-                       batch.classes.gather(1, batch.query_y).flatten()])
-        logits = self.classifier(self.backbone(x))
-        self.task_loss(logits, y).backward()
-        return self.task_metrics(logits.detach(), y)
+        if pretraining:
+            return classification_step(self, self.classifier, batch)
+        return super().meta_train_step(batch)  # stage 2: the query loss of each episode
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
