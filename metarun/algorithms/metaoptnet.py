@@ -3,10 +3,11 @@ Differentiable Convex Optimization", Sec. 3): each episode's classifier is a mul
 (Crammer & Singer 2001) on the support embeddings, solved in its dual and differentiated through.
 
     X = f(support) (n x e),  Y = one-hot support labels (n x ways),  G = X X^T + r I
-    dual (the paper's Eq. 8):  max_A  -1/2 sum_k |sum_n A[n,k] x_n|^2 + sum_n A[n, y_n]
-                               s.t.   A[n,k] <= C [k = y_n],  sum_k A[n,k] = 0  for every n
+    dual:  max_A  -1/2 tr(A^T G A) + sum_n A[n, y_n]
+           s.t.   A[n,k] <= C [k = y_n],  sum_k A[n,k] = 0  for every n
     w_k = sum_n A[n,k] x_n,   logits(query) = gamma * f(query) W
-    (r = 1 as in the authors' code; the paper's Eq. 8 has r = 0)
+    (with r = 0 the paper's Eq. 8, -1/2 tr(A^T G A) = -1/2 sum_k |sum_n A[n,k] x_n|^2; the
+    authors' code adds r = 1, algo.kernel_ridge)
     loss = cross-entropy of the query examples; f and the scale gamma are meta-learned
 
 Solving it. With B = C Y - A, every row of B lies on the simplex {b >= 0, sum b = C}, so the dual
@@ -19,7 +20,7 @@ qpth's interior point method for a fixed 15 iterations.
 Differentiating it. At the solution the zero entries of B stay zero under a small change of the
 features (the active set), and the other entries solve the QP's linear optimality (KKT) system
 restricted to them. That system is solved once more with autograd on: its solution is the one
-FISTA found, and its gradient is the QP's exact implicit gradient (what OptNet's backward pass
+the solver found, and its gradient is the QP's exact implicit gradient (what OptNet's backward pass
 computes, here in closed form). The Hessian is block diagonal over classes, so the solve is one
 n x n system per class and one for the n multipliers of the equality constraints.
 
