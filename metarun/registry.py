@@ -327,7 +327,7 @@ def paired_against_best(runs_by_recipe: dict[str, list[dict]]) -> dict[str, str]
     return cells
 
 
-def testable_shapes(config: dict) -> tuple[tuple[int, int], ...]:
+def shapes_a_recipe_tests(config: dict) -> tuple[tuple[int, int], ...]:
     """The headline shapes that a recipe's checkpoint can be tested on: all of them, or for a
     learner with one meta-learned output per way, only the shape it trains (its other shape is
     another recipe's row: maml_omniglot_20way_15min beside maml_omniglot_15min)."""
@@ -359,7 +359,7 @@ def summary(entries: list[dict], experiments: Path = EXPERIMENTS) -> str:
         runs = [e for e in entries if recipe_name(e) == recipe and variant_of(e) == fingerprint]
         rows[recipe] = (config["algo"]["name"], config["trainer"]["max_time_s"],
                         {shape: [e for e in runs if (e["results"].get("ways"), e["results"].get("shots")) == shape]
-                         for shape in HEADLINE_SHAPES}, testable_shapes(config))
+                         for shape in HEADLINE_SHAPES}, shapes_a_recipe_tests(config))
     paired = {shape: paired_against_best({recipe: row[2][shape] for recipe, row in rows.items()})
               for shape in HEADLINE_SHAPES}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

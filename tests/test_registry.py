@@ -11,8 +11,8 @@ from scipy import stats
 
 from metarun.errors import MetarunError
 from metarun.registry import (HEADLINE_SHAPES, REGISTRY, TABLE_END, TABLE_START, encode_scores, episode_scores,
-                              load_entries, paired_against_best, recipe_variant, record, summary, table,
-                              testable_shapes, variant_of, verify, with_table)
+                              load_entries, paired_against_best, recipe_variant, record,
+                              shapes_a_recipe_tests, summary, table, variant_of, verify, with_table)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHORT = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=20", "trainer.val_every=0",
@@ -135,10 +135,10 @@ def test_recipes_are_compared_episode_by_episode_against_the_best():
 def test_a_fixed_ways_recipe_fills_only_the_column_of_the_ways_it_trains():
     """MAML's head has one meta-learned output per way: its 5-way recipe cannot be tested 20-way
     (that figure is the 20-way recipe's row); ProtoNet's and a zero-head FOMAML's checkpoints can."""
-    assert testable_shapes(recipe_variant("maml_omniglot_15min")[1]) == ((5, 1),)
-    assert testable_shapes(recipe_variant("maml_omniglot_20way_15min")[1]) == ((20, 1),)
-    assert testable_shapes(recipe_variant("fomaml_omniglot_15min")[1]) == HEADLINE_SHAPES
-    assert testable_shapes(recipe_variant("protonet_omniglot_15min")[1]) == HEADLINE_SHAPES
+    assert shapes_a_recipe_tests(recipe_variant("maml_omniglot_15min")[1]) == ((5, 1),)
+    assert shapes_a_recipe_tests(recipe_variant("maml_omniglot_20way_15min")[1]) == ((20, 1),)
+    assert shapes_a_recipe_tests(recipe_variant("fomaml_omniglot_15min")[1]) == HEADLINE_SHAPES
+    assert shapes_a_recipe_tests(recipe_variant("protonet_omniglot_15min")[1]) == HEADLINE_SHAPES
     rows = {line.split(" | ")[1]: line for line in summary([]).splitlines()[2:]}
     assert "| — |  | not recorded | 95.8% |" in rows["`maml_omniglot_20way_15min`"]
     assert rows["`maml_omniglot_15min`"].endswith("| 98.7% | — |  |")
