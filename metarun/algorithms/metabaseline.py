@@ -28,16 +28,15 @@ from torch import nn
 
 from metarun.algorithms.base import MetaLearner, Metrics, PerImageFeatures
 from metarun.algorithms.baseline import classification_step
+from metarun.algorithms.protonet import class_means
 from metarun.tasks import Task, TaskBatch
 
 
 def cosine_centroid_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """cos(query, c_k) for the class centroids c_k of the support features, in fp32."""
     with torch.autocast(support.device.type, enabled=False):
-        support, query = support.float(), query.float()
-        ways = int(support_y.max()) + 1
-        centroids = torch.zeros(ways, support.shape[1], device=support.device).index_add_(0, support_y, support)
-        return F.normalize(query, dim=1) @ F.normalize(centroids, dim=1).T  # a sum's direction is the mean's
+        centroids = class_means(support.float(), support_y)
+        return F.normalize(query.float(), dim=1) @ F.normalize(centroids, dim=1).T
 
 
 class MetaBaseline(PerImageFeatures, MetaLearner):

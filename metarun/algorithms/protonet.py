@@ -23,16 +23,20 @@ from metarun.algorithms.base import MetaLearner, PerImageFeatures
 from metarun.tasks import Task
 
 
+def class_means(support: torch.Tensor, support_y: torch.Tensor) -> torch.Tensor:
+    """The mean of the support features of each class (ways x features): the prototypes."""
+    ways = int(support_y.max()) + 1
+    sums = torch.zeros(ways, support.shape[1], device=support.device, dtype=support.dtype)
+    sums.index_add_(0, support_y, support)
+    return sums / torch.bincount(support_y, minlength=ways).unsqueeze(1).to(support.dtype)
+
+
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Negative squared distances, always in fp32: the expanded form ||q||^2 - 2 q.c + ||c||^2
     cancels catastrophically in bfloat16."""
     with torch.autocast(support.device.type, enabled=False):
         support, query = support.float(), query.float()
-        ways = int(support_y.max()) + 1
-        sums = torch.zeros(ways, support.shape[1], device=support.device, dtype=support.dtype)
-        sums.index_add_(0, support_y, support)
-        counts = torch.bincount(support_y, minlength=ways).unsqueeze(1).to(support.dtype)
-        prototypes = sums / counts
+        prototypes = class_means(support, support_y)
         squared = (query.pow(2).sum(1, keepdim=True) - 2 * query @ prototypes.T
                    + prototypes.pow(2).sum(1).unsqueeze(0))
         return -squared
