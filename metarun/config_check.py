@@ -47,7 +47,8 @@ EPISODE_SHAPE = ("data.ways", "data.shots", "data.queries", "algo.episode.ways",
 RL_DATA = {
     "bandits": {"positive": ("data.arms", "data.horizon"), "choices": {}},
     "navigation2d": {"positive": ("data.horizon", "data.reference_trajectories", "algo.trajectories"),
-                     "choices": {"data.reward": ("distance", "squared_distance")}},
+                     "choices": {"data.reward": ("distance", "squared_distance"),
+                                 "algo.outer_step": ("trpo", "adam")}},
 }
 NON_NEGATIVE = ("trainer.val_every",)
 # integer keys of single algorithms: (key, smallest allowed value)
@@ -134,6 +135,20 @@ def check_positive_numbers(cfg, keys, context: str = "") -> None:
         value = get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise ConfigError(key, value, f"a finite positive number {context}".rstrip())
+
+
+def check_trust_region(cfg) -> None:
+    """TRPO's settings (``algo.trpo``), read by ``metarun/rl/trpo.py``."""
+    check_positive_numbers(cfg, ("algo.trpo.max_kl",))
+    check_integers(cfg, ("algo.trpo.cg_iterations", "algo.trpo.max_backtracks"), 1)
+    ratio, damping = cfg.algo.trpo.backtrack_ratio, cfg.algo.trpo.damping
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise ConfigError("algo.trpo.backtrack_ratio", ratio, "a number in (0, 1)")
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < math.inf:
+        raise ConfigError("algo.trpo.damping", damping, "a finite number >= 0")
+    if cfg.trainer.cuda_graph:
+        raise ConfigError("trainer.cuda_graph", True, "false with algo.outer_step=trpo (its line search "
+                          "decides on the host whether to take a step)")
 
 
 # the affine augmentation's ranges: key -> (lowest allowed, the bound it must stay under)
@@ -228,6 +243,8 @@ def validate_config(cfg) -> None:
     if cfg.data.name in RL_DATA:
         check_integers(cfg, RL_DATA[cfg.data.name]["positive"], 1)
         check_choices(cfg, RL_DATA[cfg.data.name]["choices"])
+        if cfg.algo.get("outer_step") == "trpo":
+            check_trust_region(cfg)
         allowed = BANDIT_POLICIES if cfg.data.name == "bandits" else NAVIGATION_POLICIES
         for name in cfg.data.references:
             if name not in allowed:

@@ -125,6 +125,8 @@ def trained_config(eval_config: dict) -> dict:
 
 def default_name(entry: dict) -> str:
     r = entry["results"]
+    if "task_family" in r:  # meta-RL: no episode shape
+        return f"{entry['recipe']}_{r['data']}_seed{r['seed']}"
     shape = "lake_runs" if r.get("protocol") == "lake_runs" else (
         f"{r['ways']}w{r['shots']}s" if r["metric"] == "accuracy" else f"{r['shots']}shot")
     return f"{entry['recipe']}_{r['data']}_{shape}_seed{r['seed']}"
@@ -155,6 +157,8 @@ def load_entries(registry: Path = REGISTRY) -> list[dict]:
 def setting_of(results: dict) -> str:
     if results.get("protocol") == "lake_runs":
         return f"{results['data']} ({results['split']}), the 20 one-shot runs of Lake et al. 2015"
+    if "task_family" in results:
+        return f"{results['task_family']}, {results['n_episodes']} test tasks"
     split = f" ({results['split']})" if results.get("split") else ""
     shape = (f"{results['ways']}-way {results['shots']}-shot" if results["metric"] == "accuracy"
              else f"{results['shots']}-shot")
@@ -249,7 +253,7 @@ def table(entries: list[dict], command_column: bool = True) -> str:
         each = ", ".join(f"{v:.2f} ± {c:.2f}" for v, c, _ in scores)
         mean = float(np.mean([v for v, _, _ in scores]))
         seeds = "seed" if len(members) == 1 else f"{len(members)} seeds"
-        metarun = f"**{mean:.2f}{unit}** ({seeds}: {each})"
+        metarun = f"**{mean:.2f}{unit}** ({seeds}: {each}){stages_of(members)}"
         times = [e["train_time_s"] for e in members]
         machines = sorted({machine_of(e["environment"]) for e in members})
         training = f"{min(times):.0f}-{max(times):.0f} s" if len(times) > 1 else f"{times[0]:.0f} s"
@@ -260,6 +264,8 @@ def table(entries: list[dict], command_column: bool = True) -> str:
         paper = PAPER_RESULTS.get((algo, r["data"], r.get("ways"), r.get("shots"))) \
             if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs" else None
         paper_cell = "" if paper is None else f"{paper.describe()}: {paper.gap(mean)}"
+        if r.get("published"):  # meta-RL: the published returns the test prints
+            paper_cell = "; ".join(f"{k}: {v}" for k, v in r["published"].items())
         cells = [f"{algo} ({recipe})", setting, metarun, training, paper_cell]
         command = f"`{members[0]['command']}`"
         cells += [command] if command_column else []
@@ -268,6 +274,16 @@ def table(entries: list[dict], command_column: bool = True) -> str:
     if not command_column:
         lines += ["", "The commands of these rows:", ""] + [f"- {c}" for c in dict.fromkeys(commands)]
     return "\n".join(lines) + "\n"
+
+
+def stages_of(members: list[dict]) -> str:
+    """For meta-RL runs tested after several adaptation steps: the return after each, averaged
+    over the seeds (the figure beside it is the last stage's)."""
+    stages = [e["results"].get("return_after_steps") for e in members]
+    if not all(stages):
+        return ""
+    means = np.mean([[stage["mean"] for stage in s] for s in stages], axis=0)
+    return f"; after 0-{len(means) - 1} steps: " + " / ".join(f"{m:.2f}" for m in means)
 
 
 def recipe_variant(recipe: str) -> tuple[str, dict]:

@@ -4,6 +4,7 @@ site cannot drift from what metarun runs and what it measured.
     <!-- algo-config: maml -->     the YAML of conf/algo/maml.yaml, as it is
     <!-- results: maml -->         the registry's table for that learner (results/, metarun-results)
     <!-- results: all -->          the registry's whole table
+    <!-- results-data: navigation2d -->  the registry's table for that data set
 """
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from pathlib import Path
 from metarun.registry import REGISTRY, load_entries, table
 
 CONF = Path(__file__).resolve().parents[1] / "metarun" / "conf"
-MARKER = re.compile(r"<!-- (algo-config|results): ([\w-]+) -->")
+MARKER = re.compile(r"<!-- (algo-config|results|results-data): ([\w-]+) -->")
 
 
 def replacement(kind: str, name: str) -> str:
     if kind == "algo-config":
         path = CONF / "algo" / f"{name}.yaml"
         return f"`conf/algo/{name}.yaml`, the defaults of `algo={name}`:\n\n```yaml\n{path.read_text()}```"
-    entries = [e for e in load_entries(REGISTRY) if name == "all" or e["results"]["algo"] == name]
+    field = "data" if kind == "results-data" else "algo"
+    entries = [e for e in load_entries(REGISTRY) if name == "all" or e["results"][field] == name]
     if not entries:
         return ("No recorded run yet: this learner has no entry in the results registry "
                 "([how entries are made](../results-registry.md)).")

@@ -16,6 +16,7 @@ from metarun.engine.checkpoint import load_checkpoint
 from metarun.errors import ConfigError
 from metarun.rl.advantages import discounted_returns, gae, linear_feature_baseline
 from metarun.rl.references import bandit_returns, navigation_returns
+from metarun.rl.trpo import TrustRegion, conjugate_gradient, trust_region_step
 
 RL2 = ("algo=rl2", "data=bandits", "backbone=gru")
 MAML_NAV = ("algo=maml", "data=navigation2d", "backbone=mlp")
@@ -90,6 +91,52 @@ def test_linear_feature_baseline_fits_returns_linear_in_its_features():
     assert torch.allclose(fitted, returns, atol=1e-5)
 
 
+def test_conjugate_gradient_solves_a_positive_definite_system():
+    torch.manual_seed(0)
+    factor = torch.randn(6, 6, dtype=torch.float64)
+    matrix = factor @ factor.T + 0.1 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: matrix @ v, b, iterations=6)  # exact in n steps
+    assert torch.allclose(matrix @ x, b, atol=1e-8)
+
+
+def test_trust_region_step_is_the_natural_gradient_step_to_the_kl_bound():
+    """For a Gaussian policy N(mu, diag(sigma^2)) over one state, KL(old || new) =
+    sum (mu - mu_old)^2 / (2 sigma^2): the Fisher matrix is diag(1 / sigma^2), and on a linear
+    loss g . mu TRPO's step is -sqrt(2 max_kl / g' F^-1 g) F^-1 g, which lands on the bound."""
+    sigma2 = torch.tensor([0.25, 1.0, 4.0], dtype=torch.float64)
+    g = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    mu = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    old = mu.detach().clone()
+
+    def loss_and_kl(differentiable):
+        return g @ mu, ((mu - old) ** 2 / (2 * sigma2)).sum()
+
+    region = TrustRegion(max_kl=0.02, cg_iterations=10, damping=0.0)
+    diagnostics = trust_region_step([mu], loss_and_kl, region)
+    natural = sigma2 * g
+    expected = -torch.sqrt(2 * 0.02 / (g @ natural)) * natural
+    assert diagnostics["accepted"] == 1.0 and diagnostics["step_fraction"] == 1.0
+    assert torch.allclose(mu.detach(), expected, atol=1e-10)
+    assert abs(diagnostics["kl"] - 0.02) < 1e-9
+    assert abs(diagnostics["loss_improvement"] - diagnostics["expected_improvement"]) < 1e-9
+
+
+def test_trust_region_step_backtracks_and_declines_a_step_that_does_not_help():
+    """A loss that worsens along every step of the line search: no step is taken."""
+    mu = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    old = mu.detach().clone()
+    gradient_sign = torch.tensor([1.0, 1.0], dtype=torch.float64)
+
+    def loss_and_kl(differentiable):
+        # its gradient at 0 points one way, but any move along it raises the loss (a kink at 0)
+        return gradient_sign @ mu + 10 * (mu - old).abs().sum(), ((mu - old) ** 2).sum() / 2
+
+    diagnostics = trust_region_step([mu], loss_and_kl, TrustRegion(max_kl=0.01, max_backtracks=5))
+    assert diagnostics["accepted"] == 0.0
+    assert torch.equal(mu.detach(), old)
+
+
 def test_rl2_learns_to_explore_and_exploit_bandits(make_cfg, tmp_path):
     """After a short run, RL² on 5-armed 10-pull bandits beats random by far and comes close
     to Thompson sampling on the same test tasks (paired; the paper's figures are 6.7 for RL²,
@@ -109,10 +156,12 @@ def test_rl2_learns_to_explore_and_exploit_bandits(make_cfg, tmp_path):
     assert any("train/return" in record for record in logged)
 
 
-def test_maml_policy_gradient_adaptation_beats_the_pre_update_policy(make_cfg, tmp_path):
-    """The MAML navigation policy after 3 policy-gradient steps on a held-out goal earns far
-    more than before them (paired per task); the oracle stays ahead, random behind."""
-    cfg = make_cfg(*MAML_NAV, "trainer.max_steps=30", "trainer.val_every=0", "eval.episodes=20")
+def test_maml_trpo_adaptation_beats_the_pre_update_policy(make_cfg, tmp_path):
+    """After a short MAML-TRPO run (20 meta-iterations of 10 tasks x 10 trajectories), the
+    navigation policy after 3 policy-gradient steps on a held-out goal earns far more than
+    before them (paired per task); the oracle stays ahead, random behind."""
+    cfg = make_cfg(*MAML_NAV, "algo.meta_batch=10", "algo.trajectories=10", "trainer.max_steps=20",
+                   "trainer.val_every=0", "eval.episodes=20")
     results = run(cfg, tmp_path)
     scores = np.load(tmp_path / "episode_scores.npy")  # [tasks, 0..3 steps]
     assert scores.shape == (20, 4)
@@ -141,6 +190,31 @@ def test_meta_rl_runs_resume_to_the_same_parameters(make_cfg, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+TINY_NAV = (*MAML_NAV, "backbone.hidden=[16]", "algo.meta_batch=4", "algo.trajectories=4", "data.horizon=20",
+            "trainer.val_every=0", "eval.episodes=4", "trainer.log_every=1")
+
+
+def test_maml_trpo_resumes_to_the_same_parameters_and_keeps_the_scheduled_trust_region(make_cfg, tmp_path):
+    """The learner takes its own outer step (the trainer's optimiser never steps): an
+    interrupted run resumes to the same parameters, and each step's KL stays within max_kl
+    scaled by the schedule (linear to a tenth here)."""
+    schedule = ("algo.scheduler.name=linear", "algo.scheduler.end_factor=0.1", "algo.scheduler.total_steps=6")
+    run(make_cfg(*TINY_NAV, *schedule, "trainer.max_steps=6"), tmp_path / "straight")
+    run(make_cfg(*TINY_NAV, *schedule, "trainer.max_steps=3"), tmp_path / "resumed")
+    (tmp_path / "resumed" / "results.json").unlink()
+    run(make_cfg(*TINY_NAV, *schedule, "trainer.max_steps=6", "trainer.resume=true"), tmp_path / "resumed")
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logged = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "train/kl" in r]
+    assert len(steps) == 6 and sum(r["train/accepted"] for r in steps) >= 4
+    # lr / 1e-3 is the schedule's factor; a record's lr is the next step's (logged after the step)
+    for record, lr_used in zip(steps, [1e-3] + [r["lr"] for r in steps]):
+        assert record["train/kl"] <= 0.01 * lr_used / 1e-3 * (1 + 1e-6), record
+    assert steps[-1]["lr"] < 0.5e-3  # the schedule did shrink the region
+
+
 @pytest.mark.parametrize("overrides, key", [
     (("algo=rl2", "data=omniglot", "backbone=gru"), "data"),
     (("algo=protonet", "data=bandits", "backbone=gru"), "data"),
@@ -148,6 +222,11 @@ def test_meta_rl_runs_resume_to_the_same_parameters(make_cfg, tmp_path):
     ((*RL2, "data.arms=0"), "data.arms"),
     ((*RL2, "data.references=[random,gittins]"), "data.references"),
     ((*MAML_NAV, "data.reward=manhattan"), "data.reward"),
+    ((*MAML_NAV, "algo.outer_step=sgd"), "algo.outer_step"),
+    ((*MAML_NAV, "algo.trpo.max_kl=0"), "algo.trpo.max_kl"),
+    ((*MAML_NAV, "algo.trpo.backtrack_ratio=1.5"), "algo.trpo.backtrack_ratio"),
+    ((*MAML_NAV, "algo.trpo.cg_iterations=0"), "algo.trpo.cg_iterations"),
+    ((*MAML_NAV, "trainer.cuda_graph=true"), "trainer.cuda_graph"),
     (("algo=rl2", "data=bandits", "backbone=conv4"), "backbone"),
 ])
 def test_meta_rl_bad_values_name_the_key(make_cfg, overrides, key):

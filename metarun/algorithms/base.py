@@ -1,6 +1,9 @@
 """The one interface every meta-learner implements; the trainer knows nothing else about it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +21,14 @@ class MetaLearner(nn.Module):
     step reads nothing back from the GPU and can be recorded as a CUDA graph); the trainer
     zeroes the gradients before and applies the optimiser after, so checkpointing, schedules and
     logging are the same for every algorithm.
+
+    A learner whose outer update is more than a gradient for an optimiser (TRPO's step needs a
+    line search on the loss) sets ``owns_outer_update`` and implements ``meta_update``, which
+    applies the update itself; the trainer then neither zeroes gradients nor steps its optimiser,
+    and everything else (checkpoints of the parameters, resume, logging) stays the same.
     """
+
+    owns_outer_update = False
 
     # why bf16 autocast would break this learner's meta-training, or None (trainer.precision=auto
     # then keeps it in fp32)
@@ -52,6 +62,10 @@ class MetaLearner(nn.Module):
             per_task.append(self.task_metrics(prediction.detach(), target))
         return mean_metrics(per_task)
 
+    def meta_update(self, batch: TaskBatch, outer: "OuterStep") -> Metrics:
+        """One outer update applied to the parameters (learners with ``owns_outer_update``)."""
+        raise NotImplementedError
+
     def training_predictions(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         """The predictions that meta-training scores, with their targets: by default the query
         predictions after adapting on the support set, as at test time."""
@@ -70,6 +84,17 @@ class MetaLearner(nn.Module):
         """``adapt_and_predict``'s classification output as probabilities over the ways (rows sum
         to 1): the softmax of logits (log-probabilities stay what they are)."""
         return torch.softmax(prediction.float(), dim=-1)
+
+
+@dataclass
+class OuterStep:
+    """What the trainer tells a learner that applies its own outer update: ``scale``, the
+    schedule's factor of the step size at this update (``algo.scheduler``; 1 when constant),
+    and ``average``, the mean of a tensor over the processes of a torchrun job (the tensor itself
+    in one process), so that every process takes the same step from its share of the meta-batch."""
+
+    scale: float
+    average: Callable[[torch.Tensor], torch.Tensor]
 
 
 class PerImageFeatures:

@@ -1,7 +1,8 @@
 """2D point navigation, the MAML paper's meta-RL task family (Finn et al. 2017, Sec. 5.3).
 
 A point starts at the origin and must reach a goal drawn uniformly from [-0.5, 0.5]^2 within
-``horizon`` steps; an action is a velocity, clipped to [-0.1, 0.1] per coordinate. The paper's
+``horizon`` steps; an action is a velocity, clipped to [-0.1, 0.1] per coordinate (policies act
+in normalised units, [-1, 1], which ``step`` scales). The paper's
 text calls the reward "the negative squared distance to the goal"; the authors' environment
 (point_env_randgoal.py of cbfinn/maml_rl), which produced the published returns, pays the
 negative distance. ``data.reward`` offers both (``distance`` is the default, so results compare
@@ -60,8 +61,10 @@ class NavigationTasks:
 
     def step(self, positions: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``positions``, ``actions`` [T, N, 2] -> new positions, rewards [T, N] and whether each
-        trajectory has reached its goal [T, N]."""
-        positions = positions + actions.clamp(-self.max_action, self.max_action)
+        trajectory has reached its goal [T, N]. Actions are in normalised units: clipped to
+        [-1, 1], then scaled to [-max_action, max_action] (as the ``normalize`` wrapper of the
+        authors' code does), so a policy's initial noise is on the scale of the action box."""
+        positions = positions + actions.clamp(-1, 1) * self.max_action
         offset = positions - self.goals.unsqueeze(1)
         squared = offset.pow(2).sum(-1)
         rewards = -squared if self.reward == "squared_distance" else -squared.sqrt()

@@ -88,6 +88,14 @@ class Ranks:
                 dist.all_reduce(buffer)
                 buffer /= self.world_size
 
+    def average(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean of ``tensor`` over the ranks (a new tensor; ``tensor`` itself in one process)."""
+        if not self.active:
+            return tensor
+        total = tensor.detach().clone()
+        dist.all_reduce(total)
+        return total / self.world_size
+
     def average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         if not self.active:
             return metrics

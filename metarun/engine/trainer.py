@@ -7,6 +7,7 @@ import signal
 import statistics
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from metarun.algorithms import MetaLearner
-from metarun.algorithms.base import Metrics
+from metarun.algorithms.base import Metrics, OuterStep
 from metarun.data import EpisodeSource, eval_shape, train_shape
 from metarun.engine.distributed import Ranks
 from metarun.data import learner_spec
@@ -192,6 +193,14 @@ class Trainer:
         """What makes one outer update of ``learner`` on a meta-batch: run eagerly, or recorded as a
         CUDA graph once and replayed (``trainer.cuda_graph``)."""
         def update(batch: TaskBatch) -> Metrics:
+            if learner.owns_outer_update:  # e.g. a trust-region step: the optimiser is not used
+                group = optimizer.param_groups[0]
+                outer = OuterStep(scale=float(group["lr"]) / group.get("initial_lr", group["lr"]),
+                                  average=self.ranks.average)
+                with autocast_for(self.precision, self.device):
+                    metrics = learner.meta_update(batch, outer)
+                self.ranks.average_buffers(learner)
+                return metrics
             optimizer.zero_grad(set_to_none=True)
             with autocast_for(self.precision, self.device):
                 metrics = learner.meta_train_step(batch)
@@ -296,7 +305,7 @@ class Trainer:
             metrics, tasks = self.outer_update(update, shape, prefetcher)
             check_step_is_finite(self.step + 1, metrics, self.learner, self.cfg.algo, self.saved_step)
             window_tasks += tasks
-            self.scheduler.step()
+            self.advance_schedule()
             self.step += 1
             self.step_time = time.perf_counter() - started
             self.train_time += self.step_time
@@ -328,6 +337,12 @@ class Trainer:
                 break
         if main and out_of_time and self.step < tcfg.max_steps:
             log.warning(self.time_budget_message())
+
+    def advance_schedule(self) -> None:
+        with warnings.catch_warnings():
+            if self.learner.owns_outer_update:  # torch warns of a schedule whose optimiser never steps
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
 
     def time_budget_message(self) -> str:
         tcfg = self.cfg.trainer

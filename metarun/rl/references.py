@@ -55,9 +55,9 @@ def navigation_returns(tasks: NavigationTasks, policy: str, trajectories: int, s
     total = torch.zeros(positions.shape[:2])
     for _ in range(tasks.horizon):
         if policy == "oracle":  # straight to the goal at full speed
-            actions = goals - positions
+            actions = (goals - positions) / tasks.max_action  # in normalised action units
         elif policy == "random":  # uniform over the action box
-            actions = (torch.rand(positions.shape, generator=generator) * 2 - 1) * tasks.max_action
+            actions = torch.rand(positions.shape, generator=generator) * 2 - 1
         else:
             raise ConfigError("data.references", policy, f"names from {', '.join(NAVIGATION_POLICIES)}")
         positions, rewards, reached = tasks.step(positions, actions)
