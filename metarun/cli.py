@@ -35,7 +35,7 @@ from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import mean_ci95, primary, scalar_name
 from metarun.engine.trainer import Trainer
 from metarun.errors import ConfigError, DivergedError, MetarunError
-from metarun.rl.report import describe_rl, rl_results
+from metarun.rl.report import describe_rl, plot_adaptation, rl_results
 
 log = logging.getLogger("metarun")
 
@@ -82,6 +82,8 @@ def test(cfg, learner, sources, device, run_dir: Path, checkpoint: Path, state: 
                        reference_error_rates_percent=lake_runs.REFERENCE_ERRORS)
     if results["metric"] == "return":
         results.update(rl_results(cfg, sources["test"], scores))
+        if "return_after_steps" in results:
+            plot_adaptation(results, run_dir / "return_after_steps.png")
     np.save(run_dir / "episode_scores.npy", scores)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger = RunLogger(run_dir)
@@ -208,7 +210,7 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
         if source is not None:
             source.to(device)
     train = sources["train"]
-    learner = build_learner(cfg, train.kind, train.image_shape, train.n_classes).to(device)
+    learner = build_learner(cfg, train.kind, train.image_shape, train.n_classes, train.action_size).to(device)
 
     if cfg.mode == "eval":
         return evaluate_checkpoint(cfg, learner, sources, device, run_dir, tested_state) if main else None

@@ -23,7 +23,7 @@ from scipy import stats
 from metarun.engine.stats import HIGHER_IS_BETTER, mean_ci95, primary
 
 # the metric of a data kind, for runs that failed before results.json existed
-METRICS = {"regression": "mse", "bandit": "return", "navigation": "return"}
+METRICS = {"regression": "mse", "bandit": "return", "navigation": "return", "gym": "return"}
 ERROR_FILE = "error.txt"  # written by the CLI when a run fails
 # overrides that do not make a run a variant: the seed (averaged over), the data set and episode
 # shape (the setting), and keys that change how a run is shown or resumed, not what it computes

@@ -18,7 +18,7 @@ from metarun.backbones import BACKBONES
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
 from metarun.engine.divergence import learning_rate_keys
 from metarun.errors import ConfigError
-from metarun.rl.references import BANDIT_POLICIES, NAVIGATION_POLICIES
+from metarun.rl.references import BANDIT_POLICIES, GYM_POLICIES, NAVIGATION_POLICIES
 
 CONF_DIR = Path(__file__).parent / "conf"
 _MISSING = object()
@@ -49,6 +49,8 @@ RL_DATA = {
     "navigation2d": {"positive": ("data.horizon", "data.reference_trajectories", "algo.trajectories"),
                      "choices": {"data.reward": ("distance", "squared_distance"),
                                  "algo.outer_step": ("trpo", "adam")}},
+    "gym": {"positive": ("data.reference_trajectories", "algo.trajectories"),
+            "choices": {"algo.outer_step": ("trpo", "adam")}},
 }
 NON_NEGATIVE = ("trainer.val_every",)
 # integer keys of single algorithms: (key, smallest allowed value)
@@ -135,6 +137,18 @@ def check_positive_numbers(cfg, keys, context: str = "") -> None:
         value = get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise ConfigError(key, value, f"a finite positive number {context}".rstrip())
+
+
+def check_eval_inner_lrs(cfg) -> None:
+    """``algo.eval_inner_lrs``: null, or one positive step size per test-time inner step."""
+    lrs = cfg.algo.get("eval_inner_lrs")
+    if lrs is None:
+        return
+    steps = cfg.algo.eval_inner_steps
+    if not OmegaConf.is_list(lrs) or len(lrs) != steps or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf for v in lrs):
+        raise ConfigError("algo.eval_inner_lrs", OmegaConf.to_container(lrs) if OmegaConf.is_config(lrs) else lrs,
+                          f"null or a list of {steps} positive step sizes (one per algo.eval_inner_steps)")
 
 
 def check_trust_region(cfg) -> None:
@@ -245,7 +259,10 @@ def validate_config(cfg) -> None:
         check_choices(cfg, RL_DATA[cfg.data.name]["choices"])
         if cfg.algo.get("outer_step") == "trpo":
             check_trust_region(cfg)
-        allowed = BANDIT_POLICIES if cfg.data.name == "bandits" else NAVIGATION_POLICIES
+        check_eval_inner_lrs(cfg)
+        if cfg.data.name == "gym" and cfg.data.horizon is not None:
+            check_integers(cfg, ("data.horizon",), 1)
+        allowed = {"bandits": BANDIT_POLICIES, "navigation2d": NAVIGATION_POLICIES, "gym": GYM_POLICIES}[cfg.data.name]
         for name in cfg.data.references:
             if name not in allowed:
                 raise ConfigError("data.references", name, f"names from {', '.join(allowed)}")

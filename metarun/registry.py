@@ -93,9 +93,15 @@ def entry_from_run(run_dir: Path) -> dict:
         "train_time_s": results["wall_time_s"],
         "environment": results["environment"],
         "results": results,
-        "episode_scores": encode_scores(np.load(scores_file)),
+        "episode_scores": encode_scores(final_scores(np.load(scores_file))),
         "config": config,
     }
+
+
+def final_scores(scores: np.ndarray) -> np.ndarray:
+    """Each test episode's score as the figure counts it: a meta-RL run's scores [tasks, stages]
+    hold the return after 0, 1, ... adaptation steps, and its figure is the last stage's."""
+    return scores[:, -1] if scores.ndim == 2 else scores
 
 
 def encode_scores(scores: np.ndarray) -> str:

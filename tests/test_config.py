@@ -11,7 +11,7 @@ from metarun.data import build_sources
 from metarun.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "metarun" / "conf"
-BACKBONE_FOR = {"omniglot": "conv4", "sinusoid": "mlp", "bandits": "gru", "navigation2d": "mlp"}
+BACKBONE_FOR = {"omniglot": "conv4", "sinusoid": "mlp", "bandits": "gru", "navigation2d": "mlp", "gym": "mlp"}
 
 
 def options(group: str) -> list[str]:
@@ -35,7 +35,8 @@ def test_supported_pairs_build_and_unsupported_fail(make_cfg, algo, data):
     if kind in SUPPORTED_KINDS[algo]:
         validate_config(cfg)
         check_episode_shapes(cfg, sources)
-        learner = build_learner(cfg, kind, sources["train"].image_shape, sources["train"].n_classes)
+        train = sources["train"]
+        learner = build_learner(cfg, kind, train.image_shape, train.n_classes, train.action_size)
         assert sum(p.numel() for p in learner.parameters()) > 0
     else:
         with pytest.raises(ConfigError, match=f"algo={algo} supports data of kind"):

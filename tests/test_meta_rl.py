@@ -227,6 +227,8 @@ def test_maml_trpo_resumes_to_the_same_parameters_and_keeps_the_scheduled_trust_
     ((*MAML_NAV, "algo.trpo.backtrack_ratio=1.5"), "algo.trpo.backtrack_ratio"),
     ((*MAML_NAV, "algo.trpo.cg_iterations=0"), "algo.trpo.cg_iterations"),
     ((*MAML_NAV, "trainer.cuda_graph=true"), "trainer.cuda_graph"),
+    ((*MAML_NAV, "algo.eval_inner_lrs=[0.5,0.25]"), "algo.eval_inner_lrs"),
+    ((*MAML_NAV, "algo.eval_inner_lrs=[0.5,0,0.25]"), "algo.eval_inner_lrs"),
     (("algo=rl2", "data=bandits", "backbone=conv4"), "backbone"),
 ])
 def test_meta_rl_bad_values_name_the_key(make_cfg, overrides, key):

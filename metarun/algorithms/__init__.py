@@ -47,9 +47,10 @@ SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
                                                      **SEQUENCE_LEARNERS, **OPTIMISER_LEARNERS}},
                    "rl2": ("bandit",)}
 SUPPORTED_KINDS["protomaml"] = ("image",)  # prototypes of classes
-# MAML's policy-gradient form (Finn et al. 2017, Sec. 5.3) on the navigation tasks
+# MAML's policy-gradient form (Finn et al. 2017, Sec. 5.3) on the navigation tasks and on
+# Gymnasium task families
 for name in ("maml", "fomaml"):
-    SUPPORTED_KINDS[name] += ("navigation",)
+    SUPPORTED_KINDS[name] += ("navigation", "gym")
 
 
 def check_supports(algo: str, data: str, kind: str) -> None:
@@ -61,18 +62,19 @@ def check_supports(algo: str, data: str, kind: str) -> None:
                           f"{' or '.join(SUPPORTED_KINDS[algo])}; data={data} is {kind}")
 
 
-def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes: int | None) -> MetaLearner:
+def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes: int | None,
+                  action_size: int | None = None) -> MetaLearner:
     """The learner ``cfg.algo.name`` for data of ``kind`` with inputs of ``input_shape``;
     ``n_train_classes`` (classes of the meta-training split) sizes the transfer baselines'
-    pre-training classifier."""
+    pre-training classifier; ``action_size``: a meta-RL task family's action dimensions."""
     name = cfg.algo.name
     check_supports(name, cfg.data.name, kind)
     if name == "rl2":
         arms = input_shape[0]
         return RL2(build_backbone(cfg.backbone, (RL2.input_size(arms),)), arms, cfg.algo)
     backbone = build_backbone(cfg.backbone, input_shape)
-    if kind == "navigation":
-        return MAMLPolicyGradient(backbone, cfg.algo)
+    if kind in ("navigation", "gym"):
+        return MAMLPolicyGradient(backbone, action_size, kind, cfg.algo)
     if name in HEAD_LEARNERS:
         n_outputs = 1 if kind == "regression" else cfg.data.ways
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)

@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metarun.algorithms.base import MetaLearner, Metrics, OuterStep
-from metarun.data.navigation2d import ACTION_SIZE, NavigationTasks
+from metarun.data.navigation2d import NavigationTasks
 from metarun.rl.advantages import discounted_returns, linear_feature_baseline, normalise
 from metarun.rl.randomness import task_generator
 from metarun.rl.trpo import TrustRegion, trust_region_step
@@ -85,11 +85,13 @@ class Trajectories:
 
 
 class MAMLPolicyGradient(MetaLearner):
-    def __init__(self, body: nn.Module, cfg):
-        super().__init__("navigation")
-        self.policy = GaussianPolicy(body, ACTION_SIZE)
+    def __init__(self, body: nn.Module, action_size: int, kind: str, cfg):
+        super().__init__(kind)
+        self.policy = GaussianPolicy(body, action_size)
         self.first_order = cfg.first_order
         self.inner_lr, self.inner_steps, self.eval_inner_steps = cfg.inner_lr, cfg.inner_steps, cfg.eval_inner_steps
+        # the test's step sizes, one per inner step (None: inner_lr for each)
+        self.eval_inner_lrs = list(cfg.eval_inner_lrs) if cfg.get("eval_inner_lrs") is not None else None
         self.trajectories, self.gamma = cfg.trajectories, cfg.gamma
         self.owns_outer_update = cfg.outer_step == "trpo"
         self.trust_region = TrustRegion(**cfg.trpo) if self.owns_outer_update else None
@@ -102,18 +104,19 @@ class MAMLPolicyGradient(MetaLearner):
         re-evaluates the policy."""
         with torch.no_grad():
             policy = vmap(lambda p, obs: functional_call(self.policy, p, (obs,)))
-            positions = tasks.start(self.trajectories)
-            alive = torch.ones(positions.shape[:2], dtype=torch.bool, device=positions.device)
+            episodes = tasks.simulate(self.trajectories)
+            observations = episodes.reset()
+            alive = torch.ones(observations.shape[:2], dtype=torch.bool, device=observations.device)
             steps = []
             for _ in range(tasks.horizon):
-                mean, log_std = policy(params, positions)
+                mean, log_std = policy(params, observations)
                 noise = torch.stack([torch.randn(mean.shape[1:], generator=g, device=mean.device)
                                      for g in generators])
                 actions = mean + log_std.exp() * noise
-                next_positions, rewards, reached = tasks.step(positions, actions)
-                steps.append((positions, actions, rewards, alive))
-                alive = alive & ~reached
-                positions = next_positions
+                next_observations, rewards, ended = episodes.step(actions)
+                steps.append((observations, actions, rewards, alive))
+                alive = alive & ~ended
+                observations = next_observations
         observations, actions, rewards, mask = (torch.stack(parts, dim=2) for parts in zip(*steps))
         return [Trajectories(observations[i], actions[i], rewards[i], mask[i]).with_advantages(self.gamma)
                 for i in range(len(tasks))]
@@ -123,10 +126,11 @@ class MAMLPolicyGradient(MetaLearner):
         mean, log_std = functional_call(self.policy, params, (batch.observations,))
         return -batch.mean(log_prob(mean, log_std, batch.actions) * batch.advantages)
 
-    def inner_step(self, params: Params, batch: Trajectories, create_graph: bool) -> Params:
+    def inner_step(self, params: Params, batch: Trajectories, create_graph: bool, lr: float | None = None) -> Params:
         loss = self.surrogate_loss(params, batch)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-        return {name: p - self.inner_lr * g for (name, p), g in zip(params.items(), grads)}
+        lr = self.inner_lr if lr is None else lr
+        return {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
 
     def adapt(self, tasks: NavigationTasks, generators: list[torch.Generator], create_graph: bool
               ) -> tuple[list[Params], list[list[Trajectories]]]:
@@ -140,16 +144,16 @@ class MAMLPolicyGradient(MetaLearner):
             fast = [self.inner_step(p, b, create_graph) for p, b in zip(fast, batches)]
         return fast, inner_batches
 
-    def readapt(self, inner_batches: list[list[Trajectories]], create_graph: bool) -> list[Params]:
+    def readapt(self, inner_batches: list[list[Trajectories]], n_tasks: int, create_graph: bool) -> list[Params]:
         """The adapted parameters from the current meta-parameters on trajectories already sampled."""
-        fast = [dict(self.policy.named_parameters())] * len(inner_batches[0])
+        fast = [dict(self.policy.named_parameters())] * n_tasks
         for batches in inner_batches:
             fast = [self.inner_step(p, b, create_graph) for p, b in zip(fast, batches)]
         return fast
 
     def meta_train_step(self, tasks: NavigationTasks) -> Metrics:
         """The gradient of the adapted policies' REINFORCE loss, for the trainer's optimiser."""
-        generators = [task_generator(task, task.goals.device) for task in tasks]
+        generators = [task_generator(task, task.device) for task in tasks]
         fast, inner_batches = self.adapt(tasks, generators, create_graph=not self.first_order)
         adapted = self.rollout(stack(fast), tasks, generators)
         for params, batch in zip(fast, adapted):
@@ -161,7 +165,7 @@ class MAMLPolicyGradient(MetaLearner):
         of ``max_kl`` (scaled by the schedule) between their old and new action distributions on
         the post-adaptation trajectories, both as functions of the meta-parameters through the
         inner step (Finn et al. 2017, Sec. 5.3; Schulman et al. 2015)."""
-        generators = [task_generator(task, task.goals.device) for task in tasks]
+        generators = [task_generator(task, task.device) for task in tasks]
         with torch.enable_grad():
             fast, inner_batches = self.adapt(tasks, generators, create_graph=False)
         adapted = self.rollout(stack(fast), tasks, generators)
@@ -172,7 +176,8 @@ class MAMLPolicyGradient(MetaLearner):
         def loss_and_kl(differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
             losses, kls = [], []
             for params, batch, (old_mean, old_log_std), old_log_prob in zip(
-                    self.readapt(inner_batches, differentiable and not self.first_order), adapted, old, old_log_probs):
+                    self.readapt(inner_batches, len(tasks), differentiable and not self.first_order), adapted, old,
+                    old_log_probs):
                 mean, log_std = functional_call(self.policy, params, (batch.observations,))
                 ratio = (log_prob(mean, log_std, batch.actions) - old_log_prob).exp()
                 losses.append(-batch.mean(ratio * batch.advantages))
@@ -194,7 +199,7 @@ class MAMLPolicyGradient(MetaLearner):
     def trial_returns(self, task: NavigationTasks) -> torch.Tensor:
         """Mean return on ``task`` after 0, 1, ..., ``eval_inner_steps`` policy-gradient steps,
         each step taken on trajectories sampled from the policy it updates."""
-        generators = [task_generator(task, task.goals.device)]
+        generators = [task_generator(task, task.device)]
         params = {k: v.detach().requires_grad_() for k, v in self.policy.named_parameters()}
         returns = []
         with torch.enable_grad():
@@ -202,8 +207,9 @@ class MAMLPolicyGradient(MetaLearner):
                 batch = self.rollout(stack([params]), task, generators)[0]
                 returns.append(batch.returns().mean())
                 if step < self.eval_inner_steps:
+                    lr = self.eval_inner_lrs[step] if self.eval_inner_lrs else None
                     params = {k: v.detach().requires_grad_()
-                              for k, v in self.inner_step(params, batch, create_graph=False).items()}
+                              for k, v in self.inner_step(params, batch, create_graph=False, lr=lr).items()}
         return torch.stack(returns)
 
 

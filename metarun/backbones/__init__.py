@@ -11,7 +11,7 @@ from metarun.backbones.wrn import WideResNet
 from metarun.errors import ConfigError
 
 # each backbone with the kinds of data it reads
-BACKBONES = {"conv4": ("image",), "resnet12": ("image",), "wrn28": ("image",), "mlp": ("regression", "navigation"),
+BACKBONES = {"conv4": ("image",), "resnet12": ("image",), "wrn28": ("image",), "mlp": ("regression", "navigation", "gym"),
              "gru": ("bandit",)}
 
 

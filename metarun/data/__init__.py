@@ -8,8 +8,8 @@ from metarun.data.sinusoid import SinusoidSource
 from metarun.errors import ConfigError
 
 DATASETS = ("omniglot", "miniimagenet", "tieredimagenet", "cifarfs", "fc100", "cub", "folder", "sinusoid",
-            "bandits", "navigation2d")
-RL_KINDS = ("bandit", "navigation")
+            "bandits", "navigation2d", "gym")
+RL_KINDS = ("bandit", "navigation", "gym")
 
 
 def build_sources(data_cfg, paths_cfg, class_split: dict[str, list[str]] | None = None
@@ -64,6 +64,9 @@ def read_sources(data_cfg, paths_cfg, class_split=None) -> dict[str, EpisodeSour
         from metarun.data.navigation2d import NavigationSource
         return every_split(NavigationSource(data_cfg.goal_range, data_cfg.horizon, data_cfg.max_action,
                                             data_cfg.reward, data_cfg.goal_tolerance))
+    if data_cfg.name == "gym":
+        from metarun.data.gym_tasks import GymTaskSource
+        return every_split(GymTaskSource(data_cfg.env_id, data_cfg.env_kwargs, data_cfg.horizon))
     raise ConfigError("data.name", data_cfg.name, f"one of {', '.join(DATASETS)}")
 
 

@@ -26,6 +26,7 @@ class EpisodeSource:
     metric: str  # "accuracy" or "return" (higher is better), or "mse" (lower is better)
     kind: str  # "image", "regression", or a meta-RL task family: "bandit", "navigation"
     n_classes: int | None = None  # classes of a classification source
+    action_size: int | None = None  # action dimensions of a continuous-control task family
 
     def sample(self, generator: torch.Generator, n_tasks: int, *shape: int) -> TaskBatch:
         """``n_tasks`` tasks; ``shape`` is (ways, shots, queries) for few-shot sources and empty

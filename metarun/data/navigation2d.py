@@ -71,11 +71,38 @@ class NavigationTasks:
         reached = (offset.abs() < self.goal_tolerance).all(-1)
         return positions, rewards, reached
 
+    @property
+    def device(self) -> torch.device:
+        return self.goals.device
+
+    def simulate(self, n_trajectories: int) -> "NavigationEpisodes":
+        return NavigationEpisodes(self, n_trajectories)
+
+
+class NavigationEpisodes:
+    """``n_trajectories`` episodes on each task of a batch, played together: ``reset`` gives the
+    first observations [T, N, 2], ``step(actions)`` the next ones, the rewards and whether each
+    episode has ended [T, N] (the interface a policy-gradient learner rolls out through, shared
+    with Gymnasium task families)."""
+
+    def __init__(self, tasks: NavigationTasks, n_trajectories: int):
+        self.tasks, self.n_trajectories = tasks, n_trajectories
+        self.positions: torch.Tensor | None = None
+
+    def reset(self) -> torch.Tensor:
+        self.positions = self.tasks.start(self.n_trajectories)
+        return self.positions
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.positions, rewards, reached = self.tasks.step(self.positions, actions)
+        return self.positions, rewards, reached
+
 
 class NavigationSource(EpisodeSource):
     metric = "return"
     kind = "navigation"
     image_shape = (OBSERVATION_SIZE,)  # what the policy network reads
+    action_size = ACTION_SIZE
 
     def __init__(self, goal_range, horizon: int, max_action: float, reward: str, goal_tolerance: float,
                  device="cpu"):

@@ -17,4 +17,6 @@ def published_returns(data_cfg) -> dict | None:
         return BANDITS.get((data_cfg.arms, data_cfg.horizon))
     if data_cfg.name == "navigation2d" and data_cfg.reward == "distance" and data_cfg.horizon == 100:
         return NAVIGATION
+    if data_cfg.name == "gym" and data_cfg.env_id == "metarun/Navigation2D-v0" and data_cfg.horizon in (None, 100):
+        return NAVIGATION
     return None

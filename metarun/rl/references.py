@@ -1,6 +1,7 @@
 """Hand-designed policies run on the same test tasks as a meta-learner, so that its return sits
 next to known answers: for bandits random, epsilon-greedy, UCB1 and Thompson sampling; for
-navigation a policy that knows the goal (oracle) and a random one."""
+navigation a policy that knows the goal (oracle) and a random one; for Gymnasium task families a
+random one."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +13,7 @@ from metarun.errors import ConfigError
 
 BANDIT_POLICIES = ("random", "epsilon_greedy", "ucb1", "thompson")
 NAVIGATION_POLICIES = ("random", "oracle")
+GYM_POLICIES = ("random",)
 
 
 def bandit_returns(tasks: BanditTasks, policy: str, seed: int, epsilon: float = 0.1,
@@ -66,10 +68,28 @@ def navigation_returns(tasks: NavigationTasks, policy: str, trajectories: int, s
     return total.mean(dim=1).numpy()
 
 
+def random_returns(tasks, trajectories: int, seed: int) -> np.ndarray:
+    """Mean return [T] of uniform random actions over ``trajectories`` episodes of each task of a
+    Gymnasium family (``GymTasks``)."""
+    generator = torch.Generator().manual_seed(seed)
+    episodes = tasks.simulate(trajectories)
+    observations = episodes.reset()
+    alive = torch.ones(observations.shape[:2], dtype=torch.bool)
+    total = torch.zeros(observations.shape[:2])
+    for _ in range(tasks.horizon):
+        actions = torch.rand(*observations.shape[:2], tasks.source.action_size, generator=generator) * 2 - 1
+        observations, rewards, ended = episodes.step(actions)
+        total += rewards * alive
+        alive &= ~ended
+    return total.double().mean(dim=1).numpy()
+
+
 def reference_returns(data_cfg, tasks, seed: int) -> dict[str, np.ndarray]:
     """Per-task returns of each policy named in ``data_cfg.references`` on ``tasks``."""
     if isinstance(tasks, BanditTasks):
         return {name: bandit_returns(tasks, name, seed, data_cfg.epsilon, data_cfg.ucb_c)
                 for name in data_cfg.references}
+    if data_cfg.name == "gym":
+        return {name: random_returns(tasks, data_cfg.reference_trajectories, seed) for name in data_cfg.references}
     return {name: navigation_returns(tasks, name, data_cfg.reference_trajectories, seed)
             for name in data_cfg.references}

@@ -2,6 +2,8 @@
 policies' returns on the same test tasks (paired), and the published numbers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from metarun.data.episodes import EpisodeSource, split_seed
@@ -13,6 +15,9 @@ from metarun.rl.references import reference_returns
 def task_family(data_cfg) -> str:
     if data_cfg.name == "bandits":
         return f"bandits {data_cfg.arms} arms, {data_cfg.horizon} pulls"
+    if data_cfg.name == "gym":
+        horizon = f", horizon {data_cfg.horizon}" if data_cfg.horizon is not None else ""
+        return f"{data_cfg.env_id}{horizon}"
     return f"{data_cfg.name}, horizon {data_cfg.horizon}, reward -{data_cfg.reward}"
 
 
@@ -36,6 +41,35 @@ def rl_results(cfg, source: EpisodeSource, scores: np.ndarray) -> dict:
                              for name, values in references.items()}
     results["published"] = published_returns(cfg.data)
     return results
+
+
+def plot_adaptation(results: dict, path: Path) -> None:
+    """The test return after 0, 1, ... policy-gradient steps (95% CIs), with the reference
+    policies' returns and the published curve where there is one, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = results["return_after_steps"]
+    steps = np.arange(len(stages))
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.errorbar(steps, [s["mean"] for s in stages], yerr=[s["ci95"] for s in stages], marker="o", capsize=3,
+                  label=f"{results['algo']} (metarun)")
+    for name, reference in results["references"].items():
+        axes.axhline(reference["mean"], linestyle=":", color="grey")
+        axes.annotate(name, (steps[-1], reference["mean"]), fontsize=8, ha="right", va="bottom")
+    for name, published in (results.get("published") or {}).items():
+        if isinstance(published, list) and len(published) == len(stages):
+            axes.plot(steps, published, marker="s", linestyle="--", label=f"{name} (paper)")
+    axes.set_xticks(steps)
+    axes.set_xlabel("policy-gradient steps on the test task")
+    axes.set_ylabel("average return")
+    axes.set_title(results["task_family"], fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def describe_rl(results: dict) -> str:
