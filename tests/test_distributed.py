@@ -35,14 +35,19 @@ def torchrun(command: list[str]) -> list[str]:
             *command[module:]]
 
 
+def one_and_two_processes(cache_dir, tmp_path, overrides) -> tuple[dict, dict]:
+    """The final parameters of the run of ``overrides`` in one process (run dir ``tmp_path/one``)
+    and under torchrun with two (``tmp_path/two``)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_metarun(*metarun_command(cache_dir, *overrides, f"hydra.run.dir={one}"))
+    command, env = metarun_command(cache_dir, *overrides, f"hydra.run.dir={two}")
+    run_metarun(torchrun(command), env)
+    return tuple(load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (one, two))
+
+
 def test_two_processes_equal_one_process(make_cfg, cache_dir, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_metarun(*metarun_command(cache_dir, *SHORT_OMNIGLOT_MAML, f"hydra.run.dir={one}"))
-    command, env = metarun_command(cache_dir, *SHORT_OMNIGLOT_MAML, f"hydra.run.dir={two}")
-    run_metarun(torchrun(command), env)
-
-    a = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
+    a, b = one_and_two_processes(cache_dir, tmp_path, SHORT_OMNIGLOT_MAML)
     seed_everything(0)
     initial = build_learner(make_cfg(*SHORT_OMNIGLOT_MAML), "image", (1, 28, 28), None).state_dict()
     for key in a:
@@ -81,11 +86,7 @@ SHORT_NAVIGATION_TRPO = ("algo=maml", "data=navigation2d", "backbone=mlp", "back
 
 def test_two_processes_take_the_one_process_trust_region_step(cache_dir, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_metarun(*metarun_command(cache_dir, *SHORT_NAVIGATION_TRPO, f"hydra.run.dir={one}"))
-    command, env = metarun_command(cache_dir, *SHORT_NAVIGATION_TRPO, f"hydra.run.dir={two}")
-    run_metarun(torchrun(command), env)
-    a = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
+    a, b = one_and_two_processes(cache_dir, tmp_path, SHORT_NAVIGATION_TRPO)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=3e-4, msg=key)
     la, lb = ([json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (one, two))

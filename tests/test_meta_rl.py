@@ -215,6 +215,16 @@ def test_maml_trpo_resumes_to_the_same_parameters_and_keeps_the_scheduled_trust_
     assert steps[-1]["lr"] < 0.5e-3  # the schedule did shrink the region
 
 
+def test_the_pretrained_baseline_is_trpo_on_all_tasks_without_an_inner_step(make_cfg, tmp_path):
+    """algo.inner_steps=0: one policy trained by TRPO on the task mixture (the MAML paper's
+    "pretrained" comparison), adapted only at test."""
+    run(make_cfg(*TINY_NAV, "algo.inner_steps=0", "trainer.max_steps=3"), tmp_path)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "train/kl" in r]
+    assert len(steps) == 3 and all(r["train/accepted"] == 1.0 and 0 < r["train/kl"] <= 0.01 for r in steps)
+    assert not any("train/return_before_adaptation" in r for r in steps)
+
+
 @pytest.mark.parametrize("overrides, key", [
     (("algo=rl2", "data=omniglot", "backbone=gru"), "data"),
     (("algo=protonet", "data=bandits", "backbone=gru"), "data"),

@@ -20,7 +20,8 @@ trajectories' distribution on theta is not differentiated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -32,7 +33,12 @@ from metarun.rl.advantages import discounted_returns, linear_feature_baseline, n
 from metarun.rl.randomness import task_generator
 from metarun.rl.trpo import TrustRegion, trust_region_step
 
+if TYPE_CHECKING:  # gymnasium is imported where data=gym is used
+    from metarun.data.gym_tasks import GymTasks
+
 Params = dict[str, torch.Tensor]
+# a batch of tasks of a continuous-control family: ``simulate(n)`` plays n episodes of each
+ControlTasks = "NavigationTasks | GymTasks"
 
 
 class GaussianPolicy(nn.Module):
@@ -96,7 +102,7 @@ class MAMLPolicyGradient(MetaLearner):
         self.owns_outer_update = cfg.outer_step == "trpo"
         self.trust_region = TrustRegion(**cfg.trpo) if self.owns_outer_update else None
 
-    def rollout(self, params: Params, tasks: NavigationTasks, generators: list[torch.Generator]) -> list[Trajectories]:
+    def rollout(self, params: Params, tasks: ControlTasks, generators: list[torch.Generator]) -> list[Trajectories]:
         """``self.trajectories`` trajectories on each task with ``params`` stacked along a leading
         task dimension (each task its own policy), with their advantages. Each task's action noise
         comes from its own generator (``generators``), so a task is played the same way whichever
@@ -132,7 +138,7 @@ class MAMLPolicyGradient(MetaLearner):
         lr = self.inner_lr if lr is None else lr
         return {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
 
-    def adapt(self, tasks: NavigationTasks, generators: list[torch.Generator], create_graph: bool
+    def adapt(self, tasks: ControlTasks, generators: list[torch.Generator], create_graph: bool
               ) -> tuple[list[Params], list[list[Trajectories]]]:
         """Each task's adapted parameters after ``inner_steps`` policy-gradient steps, and the
         trajectories of each step ([step][task]), each sampled with the policy it updates."""
@@ -151,7 +157,7 @@ class MAMLPolicyGradient(MetaLearner):
             fast = [self.inner_step(p, b, create_graph) for p, b in zip(fast, batches)]
         return fast
 
-    def meta_train_step(self, tasks: NavigationTasks) -> Metrics:
+    def meta_train_step(self, tasks: ControlTasks) -> Metrics:
         """The gradient of the adapted policies' REINFORCE loss, for the trainer's optimiser."""
         generators = [task_generator(task, task.device) for task in tasks]
         fast, inner_batches = self.adapt(tasks, generators, create_graph=not self.first_order)
@@ -160,7 +166,7 @@ class MAMLPolicyGradient(MetaLearner):
             (self.surrogate_loss(params, batch) / len(tasks)).backward()
         return self.returns_metrics(inner_batches, adapted)
 
-    def meta_update(self, tasks: NavigationTasks, outer: OuterStep) -> Metrics:
+    def meta_update(self, tasks: ControlTasks, outer: OuterStep) -> Metrics:
         """TRPO's step on the adapted policies' importance-weighted surrogate, within a mean KL
         of ``max_kl`` (scaled by the schedule) between their old and new action distributions on
         the post-adaptation trajectories, both as functions of the meta-parameters through the
@@ -169,8 +175,9 @@ class MAMLPolicyGradient(MetaLearner):
         with torch.enable_grad():
             fast, inner_batches = self.adapt(tasks, generators, create_graph=False)
         adapted = self.rollout(stack(fast), tasks, generators)
-        with torch.no_grad():
-            old = [functional_call(self.policy, p, (b.observations,)) for p, b in zip(fast, adapted)]
+        with torch.no_grad():  # copies: with no inner step they would be views of the parameters it moves
+            old = [tuple(t.clone() for t in functional_call(self.policy, p, (b.observations,)))
+                   for p, b in zip(fast, adapted)]
         old_log_probs = [log_prob(mean, log_std, b.actions) for (mean, log_std), b in zip(old, adapted)]
 
         def loss_and_kl(differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +191,7 @@ class MAMLPolicyGradient(MetaLearner):
                 kls.append(batch.mean(gaussian_kl(old_mean, old_log_std, mean, log_std)))
             return torch.stack(losses).mean(), torch.stack(kls).mean()
 
-        region = TrustRegion(**{**vars(self.trust_region), "max_kl": self.trust_region.max_kl * outer.scale})
+        region = replace(self.trust_region, max_kl=self.trust_region.max_kl * outer.scale)
         with torch.enable_grad():
             diagnostics = trust_region_step([p for p in self.policy.parameters()], loss_and_kl, region, outer.average)
         return {**self.returns_metrics(inner_batches, adapted), **diagnostics}
@@ -196,7 +203,7 @@ class MAMLPolicyGradient(MetaLearner):
             metrics["return_before_adaptation"] = mean_return(inner_batches[0])
         return metrics
 
-    def trial_returns(self, task: NavigationTasks) -> torch.Tensor:
+    def trial_returns(self, task: ControlTasks) -> torch.Tensor:
         """Mean return on ``task`` after 0, 1, ..., ``eval_inner_steps`` policy-gradient steps,
         each step taken on trajectories sampled from the policy it updates."""
         generators = [task_generator(task, task.device)]
