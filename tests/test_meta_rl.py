@@ -16,7 +16,7 @@ from metarun.engine.checkpoint import load_checkpoint
 from metarun.errors import ConfigError
 from metarun.rl.advantages import discounted_returns, gae, linear_feature_baseline
 from metarun.rl.references import bandit_returns, navigation_returns
-from metarun.rl.trpo import TrustRegion, conjugate_gradient, trust_region_step
+from metarun.rl.trpo import TrustRegion, trust_region_step
 
 RL2 = ("algo=rl2", "data=bandits", "backbone=gru")
 MAML_NAV = ("algo=maml", "data=navigation2d", "backbone=mlp")
@@ -89,15 +89,6 @@ def test_linear_feature_baseline_fits_returns_linear_in_its_features():
     mask = torch.ones(8, 20, dtype=torch.bool)
     fitted = linear_feature_baseline(observations, returns, mask, ridge=1e-10)
     assert torch.allclose(fitted, returns, atol=1e-5)
-
-
-def test_conjugate_gradient_solves_a_positive_definite_system():
-    torch.manual_seed(0)
-    factor = torch.randn(6, 6, dtype=torch.float64)
-    matrix = factor @ factor.T + 0.1 * torch.eye(6, dtype=torch.float64)
-    b = torch.randn(6, dtype=torch.float64)
-    x = conjugate_gradient(lambda v: matrix @ v, b, iterations=6)  # exact in n steps
-    assert torch.allclose(matrix @ x, b, atol=1e-8)
 
 
 def test_trust_region_step_is_the_natural_gradient_step_to_the_kl_bound():

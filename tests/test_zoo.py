@@ -114,7 +114,7 @@ def test_boil_adapts_the_body_only_and_equals_maml_with_a_frozen_head():
 
 
 def test_conjugate_gradient_solves_a_positive_definite_system():
-    from metarun.algorithms.imaml import conjugate_gradient
+    from metarun.algorithms.conjugate_gradient import conjugate_gradient
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(6, 6, generator=generator, dtype=torch.float64)
     matrix = a @ a.T + torch.eye(6, dtype=torch.float64)

@@ -17,41 +17,15 @@ adapted by the same proximal inner loop.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 from torch.func import functional_call
 
 from metarun.algorithms.base import Metrics, mean_metrics
+from metarun.algorithms.conjugate_gradient import Vectors, conjugate_gradient
 from metarun.algorithms.inner_loop import Params
 from metarun.algorithms.maml import MAML
 from metarun.tasks import Task, TaskBatch
-
-Vectors = list[torch.Tensor]
-
-
-def conjugate_gradient(apply: Callable[[Vectors], Vectors], b: Vectors, steps: int) -> Vectors:
-    """``steps`` iterations of conjugate gradient towards x with apply(x) = b, from x = 0, for a
-    symmetric positive definite operator on lists of tensors."""
-    def dot(u: Vectors, w: Vectors) -> torch.Tensor:
-        return sum((ui * wi).sum() for ui, wi in zip(u, w))
-
-    x = [torch.zeros_like(bi) for bi in b]
-    residual = [bi.clone() for bi in b]
-    direction = [bi.clone() for bi in b]
-    norm = dot(residual, residual)
-    for _ in range(steps):
-        if norm <= 1e-20:  # solved (to float precision)
-            break
-        image = apply(direction)
-        alpha = norm / dot(direction, image)
-        x = [xi + alpha * di for xi, di in zip(x, direction)]
-        residual = [ri - alpha * ai for ri, ai in zip(residual, image)]
-        new_norm = dot(residual, residual)
-        direction = [ri + (new_norm / norm) * di for ri, di in zip(residual, direction)]
-        norm = new_norm
-    return x
-
 
 class IMAML(MAML):
     def init_step_sizes(self, cfg) -> None:

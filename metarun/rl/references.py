@@ -47,41 +47,45 @@ def bandit_returns(tasks: BanditTasks, policy: str, seed: int, epsilon: float = 
     return total
 
 
+def episode_totals(tasks, act, trajectories: int) -> torch.Tensor:
+    """Each episode's return [T, trajectories] when acting by ``act(observations)`` (normalised
+    actions) on a continuous-control family's tasks (``simulate``: navigation, Gymnasium)."""
+    episodes = tasks.simulate(trajectories)
+    observations = episodes.reset()
+    alive = torch.ones(observations.shape[:2], dtype=torch.bool)
+    total = torch.zeros(observations.shape[:2])
+    for _ in range(tasks.horizon):
+        observations, rewards, ended = episodes.step(act(observations))
+        total += rewards * alive
+        alive &= ~ended
+    return total
+
+
 def navigation_returns(tasks: NavigationTasks, policy: str, trajectories: int, seed: int) -> np.ndarray:
     """Mean return [T] of ``policy`` over ``trajectories`` trajectories on each task."""
     generator = torch.Generator().manual_seed(seed)
     tasks = tasks.to("cpu")
-    positions = tasks.start(trajectories).cpu()
-    goals = tasks.goals.cpu().unsqueeze(1)
-    alive = torch.ones(positions.shape[:2], dtype=torch.bool)
-    total = torch.zeros(positions.shape[:2])
-    for _ in range(tasks.horizon):
-        if policy == "oracle":  # straight to the goal at full speed
-            actions = (goals - positions) / tasks.max_action  # in normalised action units
-        elif policy == "random":  # uniform over the action box
-            actions = torch.rand(positions.shape, generator=generator) * 2 - 1
-        else:
-            raise ConfigError("data.references", policy, f"names from {', '.join(NAVIGATION_POLICIES)}")
-        positions, rewards, reached = tasks.step(positions, actions)
-        total += rewards * alive
-        alive &= ~reached
-    return total.mean(dim=1).numpy()
+    goals = tasks.goals.unsqueeze(1)
+    if policy == "oracle":  # straight to the goal at full speed (observations are positions)
+        def act(positions):
+            return (goals - positions) / tasks.max_action
+    elif policy == "random":  # uniform over the action box
+        def act(positions):
+            return torch.rand(positions.shape, generator=generator) * 2 - 1
+    else:
+        raise ConfigError("data.references", policy, f"names from {', '.join(NAVIGATION_POLICIES)}")
+    return episode_totals(tasks, act, trajectories).mean(dim=1).numpy()
 
 
 def random_returns(tasks, trajectories: int, seed: int) -> np.ndarray:
     """Mean return [T] of uniform random actions over ``trajectories`` episodes of each task of a
     Gymnasium family (``GymTasks``)."""
     generator = torch.Generator().manual_seed(seed)
-    episodes = tasks.simulate(trajectories)
-    observations = episodes.reset()
-    alive = torch.ones(observations.shape[:2], dtype=torch.bool)
-    total = torch.zeros(observations.shape[:2])
-    for _ in range(tasks.horizon):
-        actions = torch.rand(*observations.shape[:2], tasks.source.action_size, generator=generator) * 2 - 1
-        observations, rewards, ended = episodes.step(actions)
-        total += rewards * alive
-        alive &= ~ended
-    return total.double().mean(dim=1).numpy()
+
+    def act(observations):
+        return torch.rand(*observations.shape[:2], tasks.source.action_size, generator=generator) * 2 - 1
+
+    return episode_totals(tasks, act, trajectories).double().mean(dim=1).numpy()
 
 
 def reference_returns(data_cfg, tasks, seed: int) -> dict[str, np.ndarray]:

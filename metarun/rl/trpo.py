@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from metarun.algorithms.conjugate_gradient import conjugate_gradient
+
 Average = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -28,26 +30,6 @@ class TrustRegion:
     damping: float = 1e-5  # added to F's diagonal: the products stay positive definite
     backtrack_ratio: float = 0.8
     max_backtracks: int = 15
-
-
-def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iterations: int,
-                       tolerance: float = 1e-10) -> torch.Tensor:
-    """An approximate solution x of A x = b after ``iterations`` conjugate-gradient steps, for a
-    symmetric positive definite A given by ``matvec``; x starts at 0."""
-    x = torch.zeros_like(b)
-    residual, direction = b.clone(), b.clone()
-    squared = residual @ residual
-    for _ in range(iterations):
-        product = matvec(direction)
-        alpha = squared / (direction @ product)
-        x += alpha * direction
-        residual -= alpha * product
-        new_squared = residual @ residual
-        if new_squared < tolerance:
-            break
-        direction = residual + (new_squared / squared) * direction
-        squared = new_squared
-    return x
 
 
 def flat(tensors) -> torch.Tensor:
@@ -69,7 +51,9 @@ def trust_region_step(params: list[torch.Tensor], loss_and_kl: Callable[[bool], 
         product = flat(torch.autograd.grad(kl_gradient @ vector, params, retain_graph=True))
         return average(product) + region.damping * vector
 
-    direction = conjugate_gradient(fisher_vector_product, -gradient, region.cg_iterations)
+    # the tolerance of the reference implementation (rllab's cg: squared residual 1e-10)
+    direction = conjugate_gradient(lambda v: [fisher_vector_product(v[0])], [-gradient], region.cg_iterations,
+                                   tolerance=1e-10)[0]
     curvature = direction @ fisher_vector_product(direction)
     full_step = direction * torch.sqrt(2 * region.max_kl / curvature.clamp_min(1e-12))
     expected = float(gradient @ full_step)  # first-order change of the loss: negative
