@@ -13,6 +13,26 @@ from hydra import compose, initialize_config_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the build scripts under test
 
+
+def pin_xdist_worker_to_its_cores() -> None:
+    """Under ``pytest -n N`` (pytest-xdist) each worker, and every process it starts, keeps to its
+    own share of the cores: OpenMP threads of two workers on the same cores spin against each
+    other (several times slower, see docs/performance.md). The affinity is set before torch loads,
+    so its default thread count is the share's size."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or workers < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // workers)
+    first = (int(worker.removeprefix("gw")) * share) % len(cores)
+    os.sched_setaffinity(0, set(cores[first:first + share]))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(share)
+
+
+pin_xdist_worker_to_its_cores()
+
 DATA_DIR = os.environ.get("METARUN_DATA_DIR")
 # how long a subprocess of a test may take before it is taken for hung: a guard, never a speed
 # check, so an hour, which a shared CI machine ten times slower than this one stays far below
