@@ -57,6 +57,7 @@ NON_NEGATIVE = ("trainer.val_every",)
 ALGO_INTEGERS = {
     **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
        for name in ("maml", "fomaml", "protomaml", "anil", "boil", "metasgd")},
+    "mamlpp": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1)),
     "imaml": (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0), ("algo.cg_steps", 1)),
     "snail": (("algo.tc_filters", 1),),
     "mann": (("algo.hidden", 1), ("algo.slots", 1), ("algo.slot_size", 1), ("algo.read_heads", 1)),
@@ -86,6 +87,7 @@ ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
                 # BOIL holds the head in the inner loop: a head built per task would stay at its start
                 "boil": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
                 "imaml": {"algo.head_init": ("learned",)},
+                "mamlpp": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
                 **{name: {"algo.task_batching": TASK_BATCHING,
                           "algo.head_init": HEAD_INITS if name in ANY_WAYS_WITH_HEAD_PER_TASK else ("learned", "zero")}
                    for name in HEAD_INIT_LEARNERS}}
@@ -222,7 +224,7 @@ def check_scheduler(cfg) -> None:
     reads = SCHEDULER_KEYS[scheduler.name]
     check_integers(cfg, [f"algo.scheduler.{k}" for k in ("step_size", "total_steps") if k in reads], 1, needed)
     check_positive_numbers(cfg, [f"algo.scheduler.{k}" for k in ("gamma",) if k in reads], needed)
-    if "end_factor" in reads:
+    if "end_factor" in reads or (scheduler.name == "cosine" and scheduler.end_factor is not None):
         value = scheduler.end_factor
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ConfigError("algo.scheduler.end_factor", value, f"a number in [0, 1] {needed}")
@@ -233,6 +235,23 @@ def check_booleans(cfg, keys) -> None:
         value = get(cfg, key)
         if not isinstance(value, bool):
             raise ConfigError(key, value, "true or false")
+
+
+def check_fraction(cfg, key: str, meaning: str) -> None:
+    value = get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(key, value, f"a number in [0, 1]: {meaning}")
+
+
+def check_mamlpp(cfg) -> None:
+    check_fraction(cfg, "algo.multi_step_loss_fraction", "the share of trainer.max_steps with the multi-step "
+                   "loss (0: the last step's loss only)")
+    check_fraction(cfg, "algo.first_order_fraction", "the share of trainer.max_steps with first-order "
+                   "meta-gradients (0: second order throughout)")
+    if cfg.algo.eval_inner_steps != cfg.algo.inner_steps:
+        raise ConfigError("algo.eval_inner_steps", cfg.algo.eval_inner_steps,
+                          f"equal to algo.inner_steps ({cfg.algo.inner_steps}): MAML++ learns an inner rate and "
+                          "batch-norm weights for each of its inner steps")
 
 
 def check_folder(cfg) -> None:
@@ -297,10 +316,10 @@ def validate_config(cfg) -> None:
     if cfg.algo.name == "protonet":
         check_booleans(cfg, ("algo.rotate_support",))
     if cfg.algo.name == "metabaseline":
-        fraction = cfg.algo.pretrain_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-            raise ConfigError("algo.pretrain_fraction", fraction, "a number in [0, 1]: the share of "
-                              "trainer.max_steps spent pre-training (0: Meta-Baseline's second stage alone)")
+        check_fraction(cfg, "algo.pretrain_fraction", "the share of trainer.max_steps spent pre-training "
+                       "(0: Meta-Baseline's second stage alone)")
+    if cfg.algo.name == "mamlpp":
+        check_mamlpp(cfg)
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))

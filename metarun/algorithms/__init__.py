@@ -9,6 +9,7 @@ from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.mann import MANN
 from metarun.algorithms.maml_rl import MAMLPolicyGradient
+from metarun.algorithms.mamlpp import MAMLPlusPlus
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.metabaseline import MetaBaseline
 from metarun.algorithms.metalstm import MetaLSTM
@@ -24,8 +25,8 @@ from metarun.backbones import build_backbone
 from metarun.errors import ConfigError
 
 # learners with a classifier head: one output unit per way (or one regression output)
-HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "anil": ANIL, "boil": BOIL,
-                 "imaml": IMAML, "metasgd": MetaSGD, "reptile": Reptile}
+HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "mamlpp": MAMLPlusPlus, "anil": ANIL,
+                 "boil": BOIL, "imaml": IMAML, "metasgd": MetaSGD, "reptile": Reptile}
 # learners that compare embeddings (R2-D2, MetaOptNet: fit a classifier to them by solving a
 # convex problem): any number of ways, images only
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "r2d2": R2D2,
@@ -77,6 +78,8 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
         return MAMLPolicyGradient(backbone, action_size, kind, cfg.algo)
     if name in HEAD_LEARNERS:
         n_outputs = 1 if kind == "regression" else cfg.data.ways
+        if name == "mamlpp":  # its multi-step loss and derivative order follow trainer.max_steps
+            return MAMLPlusPlus(backbone, n_outputs, kind, cfg.algo, cfg.trainer)
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
     if name in OPTIMISER_LEARNERS:
         return MetaLSTM(backbone, cfg.data.ways, cfg.algo)

@@ -52,8 +52,9 @@ def build_scheduler(optimizer, cfg):
     if cfg.name == "linear":
         return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=cfg.end_factor,
                                                  total_iters=cfg.total_steps)
-    if cfg.name == "cosine":  # half a cosine from the initial rate down to 0 at total_steps
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.total_steps)
+    if cfg.name == "cosine":  # half a cosine from the initial rate down to end_factor of it (null: 0) at total_steps
+        floor = (cfg.end_factor or 0.0) * optimizer.param_groups[0]["lr"]
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.total_steps, eta_min=floor)
     raise ConfigError("algo.scheduler.name", cfg.name, "one of constant, step, linear, cosine")
 
 
