@@ -73,7 +73,8 @@ ALGO_INTEGERS = {
 ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("algo.ridge_init", "algo.scale_init"),
                          "imaml": ("algo.proximal_lambda", "algo.inner_lr"),
                          "metaoptnet": ("algo.svm_c", "algo.kernel_ridge", "algo.scale_init", "algo.qp_tolerance"),
-                         "metabaseline": ("algo.temperature_init",)}
+                         "metabaseline": ("algo.temperature_init",),
+                         "feat": ("algo.temperature", "algo.temperature2")}
 TASK_BATCHING = ("loop", "vmap", "auto")
 # learners whose output layer may start every task at zero or from the prototypes
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps
@@ -87,6 +88,7 @@ ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
                 # BOIL holds the head in the inner loop: a head built per task would stay at its start
                 "boil": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
                 "imaml": {"algo.head_init": ("learned",)},
+                "feat": {"algo.distance": ("euclidean", "cosine")},
                 "mamlpp": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
                 **{name: {"algo.task_batching": TASK_BATCHING,
                           "algo.head_init": HEAD_INITS if name in ANY_WAYS_WITH_HEAD_PER_TASK else ("learned", "zero")}
@@ -320,6 +322,10 @@ def validate_config(cfg) -> None:
                        "(0: Meta-Baseline's second stage alone)")
     if cfg.algo.name == "mamlpp":
         check_mamlpp(cfg)
+    if cfg.algo.name == "feat":
+        check_fraction(cfg, "algo.dropout", "the dropout rate of the set function's output")
+        if isinstance(cfg.algo.balance, bool) or not isinstance(cfg.algo.balance, (int, float)) or cfg.algo.balance < 0:
+            raise ConfigError("algo.balance", cfg.algo.balance, "a number >= 0: the regulariser's weight (0: none)")
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))

@@ -10,7 +10,7 @@ from metarun.data import build_sources
 from metarun.engine.evaluate import groups_of_tasks, score_tasks
 
 
-@pytest.mark.parametrize("algo", ["protonet", "matchingnet", "relationnet", "baselinepp"])
+@pytest.mark.parametrize("algo", ["protonet", "matchingnet", "relationnet", "baselinepp", "feat"])
 def test_many_episodes_in_one_pass_score_as_one_at_a_time(make_cfg, algo):
     torch.manual_seed(0)
     cfg = make_cfg(f"algo={algo}", "data.queries=3")

@@ -66,5 +66,5 @@ def test_help_says_what_metarun_does_before_the_config_dump(cli):
     assert text.startswith("metarun: a config-driven experiment runner for meta-learning")
     assert "metarun algo=protonet data=omniglot" in text and "metarun -m algo=maml,protonet" in text
     assert "Where runs go: outputs/<date>/<time>_<algo>_<data>/" in text
-    assert "algo: anil, baseline, baselinepp, boil, fomaml, imaml, maml" in text  # every group's options
+    assert "algo: anil, baseline, baselinepp, boil, feat, fomaml, imaml, maml, mamlpp" in text  # every group's options
     assert text.index("Examples") < text.index("The default config:") < text.index("inner_lr: 0.4")

@@ -254,6 +254,8 @@ def test_optimisation_based_learners_learn_sinusoids(make_cfg, tmp_path, algo):
     # Meta-Baseline: 100 updates of whole classification over the base classes, then 100
     # episodic, 20-way: 83% (seed 0)
     ("metabaseline", ("algo.episode.ways=20",), 0.6),
+    # FEAT, trained on the test's 5-way episodes: 83% (seed 0)
+    ("feat", (), 0.6),
     ("anil", ("algo.meta_batch=2", "algo.first_order=true"), 0.5),  # 60% / 64%
     # BOIL moves the body towards the meta-learned head: 83% (seed 0), far above ANIL after as many steps
     ("boil", ("algo.meta_batch=2", "algo.first_order=true"), 0.6),

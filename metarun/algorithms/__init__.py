@@ -5,6 +5,7 @@ from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import MetaLearner
 from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.boil import BOIL
+from metarun.algorithms.feat import FEAT
 from metarun.algorithms.imaml import IMAML
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.mann import MANN
@@ -30,7 +31,7 @@ HEAD_LEARNERS = {"maml": MAML, "fomaml": MAML, "protomaml": MAML, "mamlpp": MAML
 # learners that compare embeddings (R2-D2, MetaOptNet: fit a classifier to them by solving a
 # convex problem): any number of ways, images only
 METRIC_LEARNERS = {"protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "r2d2": R2D2,
-                   "metaoptnet": MetaOptNet}
+                   "metaoptnet": MetaOptNet, "feat": FEAT}
 # pre-train a classifier over the base classes, then fine-tune a new one per test task (Baseline)
 # or meta-train a cosine centroid classifier (Meta-Baseline): images only
 TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline, "metabaseline": MetaBaseline}

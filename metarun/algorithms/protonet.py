@@ -31,15 +31,18 @@ def class_means(support: torch.Tensor, support_y: torch.Tensor) -> torch.Tensor:
     return sums / torch.bincount(support_y, minlength=ways).unsqueeze(1).to(support.dtype)
 
 
+def negative_squared_distances(query: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """-||q - c||^2 for every query row and centre row, always in fp32: the expanded form
+    ||q||^2 - 2 q.c + ||c||^2 cancels catastrophically in bfloat16."""
+    with torch.autocast(query.device.type, enabled=False):
+        query, centres = query.float(), centres.float()
+        return -(query.pow(2).sum(1, keepdim=True) - 2 * query @ centres.T + centres.pow(2).sum(1).unsqueeze(0))
+
+
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """Negative squared distances, always in fp32: the expanded form ||q||^2 - 2 q.c + ||c||^2
-    cancels catastrophically in bfloat16."""
+    """Negative squared distances to the prototypes (in fp32)."""
     with torch.autocast(support.device.type, enabled=False):
-        support, query = support.float(), query.float()
-        prototypes = class_means(support, support_y)
-        squared = (query.pow(2).sum(1, keepdim=True) - 2 * query @ prototypes.T
-                   + prototypes.pow(2).sum(1).unsqueeze(0))
-        return -squared
+        return negative_squared_distances(query, class_means(support.float(), support_y))
 
 
 class ProtoNet(PerImageFeatures, MetaLearner):
