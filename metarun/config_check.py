@@ -58,6 +58,9 @@ ALGO_INTEGERS = {
     **{name: (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0))
        for name in ("maml", "fomaml", "protomaml", "anil", "boil", "metasgd")},
     "mamlpp": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1)),
+    "metanas": (("algo.inner_steps", 1), ("algo.eval_inner_steps", 1), ("algo.inner_batch", 1),
+                ("algo.eval_inner_batch", 1), ("algo.search_space.channels", 1), ("algo.search_space.layers", 1),
+                ("algo.search_space.nodes", 1), ("algo.search_space.stem_multiplier", 1)),
     "imaml": (("algo.inner_steps", 0), ("algo.eval_inner_steps", 0), ("algo.cg_steps", 1)),
     "snail": (("algo.tc_filters", 1),),
     "mann": (("algo.hidden", 1), ("algo.slots", 1), ("algo.slot_size", 1), ("algo.read_heads", 1)),
@@ -74,7 +77,9 @@ ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("al
                          "imaml": ("algo.proximal_lambda", "algo.inner_lr"),
                          "metaoptnet": ("algo.svm_c", "algo.kernel_ridge", "algo.scale_init", "algo.qp_tolerance"),
                          "metabaseline": ("algo.temperature_init",),
-                         "feat": ("algo.temperature", "algo.temperature2")}
+                         "feat": ("algo.temperature", "algo.temperature2"),
+                         "metanas": ("algo.inner_lr", "algo.architecture_lr", "algo.architecture_meta_lr",
+                                     "algo.temperature.start", "algo.temperature.end")}
 TASK_BATCHING = ("loop", "vmap", "auto")
 # learners whose output layer may start every task at zero or from the prototypes
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps
@@ -256,6 +261,16 @@ def check_mamlpp(cfg) -> None:
                           "batch-norm weights for each of its inner steps")
 
 
+def check_reduction_layers(cfg) -> None:
+    """The cells that halve the maps (MetaNAS's search space, a genotype's network)."""
+    space = cfg.algo.search_space if cfg.algo.name == "metanas" else cfg.backbone
+    key = "algo.search_space" if cfg.algo.name == "metanas" else "backbone"
+    layers = space.layers
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < layers for i in space.reduction_layers):
+        raise ConfigError(f"{key}.reduction_layers", list(space.reduction_layers),
+                          f"cell indices in 0..{layers - 1} ({key}.layers={layers})")
+
+
 def check_folder(cfg) -> None:
     """data=folder: a root, and the split, channel and size keys it reads."""
     if not cfg.data.root:
@@ -322,6 +337,11 @@ def validate_config(cfg) -> None:
                        "(0: Meta-Baseline's second stage alone)")
     if cfg.algo.name == "mamlpp":
         check_mamlpp(cfg)
+    if cfg.algo.name == "metanas":
+        check_fraction(cfg, "algo.warm_up_fraction", "the share of trainer.max_steps without architecture adaptation")
+        check_fraction(cfg, "algo.prune_threshold", "the operation weight below which test tasks prune it")
+    if cfg.algo.name == "metanas" or cfg.backbone.name == "genotype":
+        check_reduction_layers(cfg)
     if cfg.algo.name == "feat":
         check_fraction(cfg, "algo.dropout", "the dropout rate of the set function's output")
         if isinstance(cfg.algo.balance, bool) or not isinstance(cfg.algo.balance, (int, float)) or cfg.algo.balance < 0:
@@ -377,8 +397,8 @@ def check_lake_runs(cfg) -> None:
 
 def smallest_image(backbone_cfg) -> int:
     """The smallest image side an image backbone takes: 2 ** (its 2x2 max-pools)."""
-    if backbone_cfg.name == "wrn28":
-        return 1  # strided convolutions with padding: any side stays >= 1
+    if backbone_cfg.name in ("wrn28", "genotype"):
+        return 1  # strided convolutions with padding (DARTS cells: ceil halving): any side stays >= 1
     if backbone_cfg.name == "conv4":
         return 2 ** min(backbone_cfg.blocks, backbone_cfg.pooled_blocks)
     return 2 ** len(backbone_cfg.channels)  # resnet12: one pool per block

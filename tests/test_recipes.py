@@ -16,6 +16,14 @@ from tests.conftest import needs_omniglot_files
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "metarun" / "conf" / "experiment"
 # the zoo sweeps compare learners with the papers' settings; every other experiment is a recipe
 RECIPES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if "zoo" not in p.stem)
+# recipes whose two updates would take most of a minute: fewer tasks and trajectories, still their
+# own settings otherwise (the meta-RL ones roll out every trajectory through the simulator)
+SMALLER = {
+    "maml_navigation2d": ("algo.meta_batch=2", "algo.trajectories=4", "data.reference_trajectories=4"),
+    "maml_halfcheetah_vel": ("algo.meta_batch=2", "algo.trajectories=2", "data.reference_trajectories=2"),
+    "maml_halfcheetah_dir": ("algo.meta_batch=2", "algo.trajectories=2", "data.reference_trajectories=2"),
+    "metanas_omniglot_20way_60min": ("algo.meta_batch=1", "algo.inner_steps=2", "algo.eval_inner_steps=2"),
+}
 
 
 @needs_omniglot_files  # maml_omniglot_lake_20way tests on the runs of Lake et al.
@@ -24,7 +32,8 @@ def test_each_recipe_trains_two_updates(recipe, tmp_path, cache_dir):
     run_dir = tmp_path / recipe
     results = metarun.run([f"+experiment={recipe}", "trainer.max_time_s=null", "trainer.fit_max_steps=null",
                            "trainer.max_steps=2", "algo.scheduler.total_steps=2", "eval.episodes=3",
-                           "trainer.progress=false", f"paths.cache_dir={cache_dir}", "device=cpu"], run_dir=run_dir)
+                           "trainer.progress=false", f"paths.cache_dir={cache_dir}", "device=cpu",
+                           *SMALLER.get(recipe, ())], run_dir=run_dir)
     assert results["step"] == 2 and results["n_episodes"] in (3, 20)  # the Lake protocol scores its 20 runs
     config = (run_dir / ".hydra" / "config.yaml").read_text()
     assert f"name: {recipe.split('_')[0]}" in config

@@ -14,6 +14,7 @@ from metarun.algorithms.mamlpp import MAMLPlusPlus
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.metabaseline import MetaBaseline
 from metarun.algorithms.metalstm import MetaLSTM
+from metarun.algorithms.metanas import MetaNAS
 from metarun.algorithms.metaoptnet import MetaOptNet
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
@@ -23,6 +24,7 @@ from metarun.algorithms.reptile import Reptile
 from metarun.algorithms.rl2 import RL2
 from metarun.algorithms.snail import SNAIL
 from metarun.backbones import build_backbone
+from metarun.backbones.darts_cells import CellNetwork
 from metarun.errors import ConfigError
 
 # learners with a classifier head: one output unit per way (or one regression output)
@@ -39,14 +41,18 @@ TRANSFER_LEARNERS = {"baseline": Baseline, "baselinepp": Baseline, "metabaseline
 SEQUENCE_LEARNERS = {"snail": SNAIL, "mann": MANN}
 # a learned optimiser updates a classifier with one output per way: images only
 OPTIMISER_LEARNERS = {"metalstm": MetaLSTM}
+# meta-learns an architecture (a DARTS search network of its own, algo.search_space) with its
+# weights, a head with one output per way: images only
+ARCHITECTURE_LEARNERS = {"metanas": MetaNAS}
 # a recurrent policy that learns within a trial of a meta-RL task family
 RECURRENT_POLICY_LEARNERS = {"rl2": RL2}
 # learners whose outputs are the ways, so meta-training and testing use the same number of them
-FIXED_WAYS = {*HEAD_LEARNERS, *SEQUENCE_LEARNERS, *OPTIMISER_LEARNERS}
+FIXED_WAYS = {*HEAD_LEARNERS, *SEQUENCE_LEARNERS, *OPTIMISER_LEARNERS, *ARCHITECTURE_LEARNERS}
 
 SUPPORTED_KINDS = {**{name: ("image", "regression") for name in HEAD_LEARNERS},
                    **{name: ("image",) for name in {**METRIC_LEARNERS, **TRANSFER_LEARNERS,
-                                                     **SEQUENCE_LEARNERS, **OPTIMISER_LEARNERS}},
+                                                     **SEQUENCE_LEARNERS, **OPTIMISER_LEARNERS,
+                                                     **ARCHITECTURE_LEARNERS}},
                    "rl2": ("bandit",)}
 SUPPORTED_KINDS["protomaml"] = ("image",)  # prototypes of classes
 # MAML's policy-gradient form (Finn et al. 2017, Sec. 5.3) on the navigation tasks and on
@@ -74,6 +80,11 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     if name == "rl2":
         arms = input_shape[0]
         return RL2(build_backbone(cfg.backbone, (RL2.input_size(arms),)), arms, cfg.algo)
+    if name == "metanas":
+        space = cfg.algo.search_space
+        network = CellNetwork(input_shape[0], space.channels, space.layers, list(space.reduction_layers),
+                              space.nodes, space.stem_multiplier)
+        return MetaNAS(network, cfg.data.ways, cfg.algo, cfg.trainer)
     backbone = build_backbone(cfg.backbone, input_shape)
     if kind in ("navigation", "gym"):
         return MAMLPolicyGradient(backbone, action_size, kind, cfg.algo)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -79,6 +80,14 @@ class MetaLearner(nn.Module):
         """``adapt_and_predict`` of each task: at test time, learners that can share work
         between tasks (``PerImageFeatures``) do so."""
         return [self.adapt_and_predict(task) for task in tasks]
+
+    def logged_scalars(self) -> dict[str, float]:
+        """Values of the learner itself to log beside the training metrics (TensorBoard)."""
+        return {}
+
+    def on_checkpoint(self, directory: Path, step: int) -> None:
+        """Called after the trainer wrote ``directory``/last.pt at ``step``: what a learner keeps
+        beside its checkpoints (MetaNAS: the genotype and its picture)."""
 
     def class_probabilities(self, prediction: torch.Tensor) -> torch.Tensor:
         """``adapt_and_predict``'s classification output as probabilities over the ways (rows sum

@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from metarun.backbones.conv4 import Conv4
+from metarun.backbones.darts_cells import CellNetwork, read_genotype
 from metarun.backbones.gru import GRUCore
 from metarun.backbones.mlp import MLP
 from metarun.backbones.resnet12 import ResNet12
@@ -11,8 +12,8 @@ from metarun.backbones.wrn import WideResNet
 from metarun.errors import ConfigError
 
 # each backbone with the kinds of data it reads
-BACKBONES = {"conv4": ("image",), "resnet12": ("image",), "wrn28": ("image",), "mlp": ("regression", "navigation", "gym"),
-             "gru": ("bandit",)}
+BACKBONES = {"conv4": ("image",), "resnet12": ("image",), "wrn28": ("image",), "genotype": ("image",),
+             "mlp": ("regression", "navigation", "gym"), "gru": ("bandit",)}
 
 
 def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
@@ -29,8 +30,24 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
     if cfg.name == "wrn28":
         return WideResNet(in_channels=input_shape[0], depth=cfg.depth, widen=cfg.widen, dropout=cfg.dropout,
                           image_size=input_shape[-1])
+    if cfg.name == "genotype":
+        return CellNetwork(input_shape[0], cfg.channels, cfg.layers, list(cfg.reduction_layers),
+                           len(genotype_of(cfg)["normal"]), cfg.stem_multiplier, genotype=genotype_of(cfg))
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
     if cfg.name == "gru":
         return GRUCore(in_features=input_shape[0], hidden=cfg.hidden)
     raise ConfigError("backbone.name", cfg.name, f"one of {', '.join(BACKBONES)}")
+
+
+def genotype_of(cfg) -> dict:
+    """backbone.genotype's file, read and checked, or a one-line error naming the key or file."""
+    if not cfg.genotype:
+        raise ConfigError("backbone.genotype", cfg.genotype, "the genotype.json a MetaNAS run wrote "
+                          "(<run dir>/checkpoints/genotype.json)")
+    try:
+        return read_genotype(cfg.genotype)
+    except FileNotFoundError:
+        raise ConfigError("backbone.genotype", cfg.genotype, "an existing file: no such file") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError("backbone.genotype", cfg.genotype, f"a genotype.json of a MetaNAS run ({error})") from None

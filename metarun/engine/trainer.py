@@ -321,6 +321,7 @@ class Trainer:
                 record = {f"train/{k}": v for k, v in metrics.items()}
                 record["lr"] = float(self.optimizer.param_groups[0]["lr"])  # a tensor under trainer.cuda_graph
                 record["perf/tasks_per_s"] = window_tasks / (now - window_start)
+                record.update(self.learner.logged_scalars())
                 logger.log(self.step, record)
                 window_start, window_tasks = now, 0
             last_step = self.step == tcfg.max_steps or out_of_time
@@ -334,6 +335,7 @@ class Trainer:
             if self.step % tcfg.ckpt_every == 0 or last_step or self.stop_signal is not None:
                 atomic_save(self.state(), self.ckpt_dir / "last.pt")
                 self.saved_step = self.step
+                self.learner.on_checkpoint(self.ckpt_dir, self.step)
             if self.stop_signal is not None:
                 break
         if main and out_of_time and self.step < tcfg.max_steps:
