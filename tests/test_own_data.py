@@ -275,8 +275,12 @@ def test_data_check_reports_small_classes_unreadable_files_and_images_shared_by_
     assert done.returncode == 1
 
 
-IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "fomaml", "imaml", "maml", "mann", "matchingnet", "metabaseline",
-                  "metalstm", "metaoptnet", "metasgd", "protomaml", "protonet", "r2d2", "relationnet", "reptile", "snail")
+IMAGE_LEARNERS = ("anil", "baseline", "baselinepp", "boil", "feat", "fomaml", "imaml", "maml", "mamlpp", "mann", "matchingnet",
+                  "metabaseline", "metalstm", "metanas", "metaoptnet", "metasgd", "protomaml", "protonet", "r2d2",
+                  "relationnet", "reptile", "snail")
+# MetaNAS's default search network and 50 test steps would take most of a minute here
+SMALLER = {"metanas": ("algo.search_space.channels=4", "algo.search_space.layers=2",
+                       "algo.search_space.reduction_layers=[1]", "algo.eval_inner_steps=2")}
 
 
 @pytest.mark.parametrize("algo", IMAGE_LEARNERS)
@@ -287,8 +291,8 @@ def test_every_image_learner_trains_on_a_folder_and_predicts(algo, tmp_path):
     metarun.run([f"algo={algo}", "data=folder", f"data.root={root}", "data.image_size=20", "data.ways=2",
                  "data.shots=1", "data.queries=1", "algo.episode.ways=2", "algo.episode.shots=1",
                  "algo.episode.queries=1", "algo.meta_batch=2", "trainer.max_steps=1", "trainer.val_every=0",
-                 "eval.episodes=2", "data.fractions.val=0", "data.fractions.test=0.34", "trainer.progress=false"],
-                run_dir=tmp_path / "run")
+                 "eval.episodes=2", "data.fractions.val=0", "data.fractions.test=0.34", "trainer.progress=false",
+                 *SMALLER.get(algo, ())], run_dir=tmp_path / "run")
     learner = metarun.load(tmp_path / "run")
     support = [root / "class0" / "0.png", root / "class1" / "0.png"]
     learner.adapt(support, ["zero", "one"])
