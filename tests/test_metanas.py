@@ -108,3 +108,19 @@ def test_a_search_writes_its_genotype_and_picture_and_the_genotype_trains_as_a_b
                          "backbone.channels=4", "backbone.layers=2", "backbone.reduction_layers=[1]",
                          "trainer.max_steps=2", "trainer.val_every=0", "eval.episodes=2"), tmp_path / "fixed")
     assert fixed["algo"] == "protonet" and fixed["params"] < results["params"]
+
+
+def test_a_random_genotype_is_a_valid_cell_pair_of_the_space(tmp_path):
+    from metarun.backbones.darts_cells import PRIMITIVES, random_genotype, read_genotype
+    path = tmp_path / "random.json"
+    path.write_text(json.dumps(random_genotype(3, seed=4)))
+    genotype = read_genotype(path)
+    for cell in ("normal", "reduce"):
+        assert [len(pairs) for pairs in genotype[cell]] == [2, 2, 2]
+        for node, pairs in enumerate(genotype[cell]):
+            sources = [source for _, source in pairs]
+            assert len(set(sources)) == 2 and all(0 <= s < 2 + node for s in sources)
+            assert all(name in PRIMITIVES for name, _ in pairs)
+    assert random_genotype(3, seed=4) == random_genotype(3, seed=4) != random_genotype(3, seed=5)
+    network = CellNetwork(1, 4, 2, [1], 3, 1, genotype=genotype)
+    assert network(torch.rand(2, 1, 12, 12)).shape == (2, network.out_features)

@@ -167,6 +167,22 @@ def parse_genotype(weights: torch.Tensor, nodes: int, primitives) -> list[list[l
     return gene
 
 
+def random_genotype(nodes: int, seed: int, primitives=PRIMITIVES) -> dict:
+    """A cell pair drawn uniformly from the search space: for each node two distinct inputs, each
+    with an operation drawn uniformly (the control a searched genotype must beat)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def cell() -> list[list[list]]:
+        gene = []
+        for node in range(nodes):
+            sources = sorted(torch.randperm(2 + node, generator=generator)[:INPUTS_PER_NODE].tolist())
+            gene.append([[primitives[int(torch.randint(len(primitives), (1,), generator=generator))], s]
+                         for s in sources])
+        return gene
+
+    return {"nodes": nodes, "primitives": list(primitives), "normal": cell(), "reduce": cell(), "random_seed": seed}
+
+
 def genotype_edges(gene: list[list[list]]) -> dict[tuple[int, int], tuple[str, ...]]:
     return {(node, int(source)): (name,) for node, pairs in enumerate(gene) for name, source in pairs}
 
