@@ -54,6 +54,10 @@ def git_state(package_dir: Path) -> dict[str, object]:
 def machine(device: torch.device) -> dict[str, object]:
     return {
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        # the vector instructions torch's kernels and oneDNN's convolutions were allowed (the
+        # environment variables ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA lower them, e.g. to AVX2)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "openmp_wait": openmp_environment(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
