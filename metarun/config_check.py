@@ -200,7 +200,9 @@ def check_fit_max_steps(trainer) -> None:
 
 # learners whose update decides on the host from values it computes, which a recorded graph cannot
 GRAPH_BREAKING_LEARNERS = {"metaoptnet": "its QP solver stops when the solution is certified",
-                           "metabaseline": "its update count chooses the stage"}
+                           "metabaseline": "its update count chooses the stage",
+                           "mamlpp": "its update count sets the multi-step loss's weights and the derivative order",
+                           "metanas": "its inner optimisers and architecture steps run from the host"}
 
 
 def check_cuda_graph(cfg) -> None:
