@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs a recipe of conf/experiment/ for the given seeds, tests each checkpoint 20-way as well where
-# the learner takes any number of ways (not the fixed-ways learners: MAML's family with a learned
+# the learner takes any number of ways on images (not meta-RL, not the fixed-ways learners: MAML's family with a learned
 # head, SNAIL, MANN, Meta-LSTM, whose 20-way figure needs a 20-way training run) and the recipe tests on episodes
 # (not on the Lake et al. runs), and records the runs in results/
 # (metarun-results record). Run dirs: outputs/recipes/<name>_seed<S>.
@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 from metarun.config_check import ways_fixed_by_training
 with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
     cfg = compose(config_name="config", overrides=[f"+experiment={sys.argv[1]}", *sys.argv[2:]])
-print("no" if ways_fixed_by_training(cfg) or cfg.eval.protocol != "episodes" else "yes")
+print("no" if ways_fixed_by_training(cfg) or cfg.eval.protocol != "episodes" or cfg.data.kind != "image" else "yes")
 EOF
 )
 for seed in "$@"; do
