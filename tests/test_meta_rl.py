@@ -236,3 +236,14 @@ def test_meta_rl_bad_values_name_the_key(make_cfg, overrides, key):
     with pytest.raises(ConfigError) as error:
         validate_config(make_cfg(*overrides))
     assert error.value.key == key
+
+
+def test_a_diverged_trpo_run_names_the_trust_region_among_what_to_lower():
+    from omegaconf import OmegaConf
+    from torch import nn
+
+    from metarun.engine.divergence import DivergedError, check_step_is_finite
+    cfg = OmegaConf.create({"inner_lr": 0.5, "outer_step": "trpo", "trpo": {"max_kl": 0.01},
+                            "optimizer": {"lr": 1.0}})
+    with pytest.raises(DivergedError, match=r"algo\.inner_lr=0\.5.*algo\.trpo\.max_kl=0\.01"):
+        check_step_is_finite(3, {"loss": float("nan")}, nn.Linear(2, 2), cfg, saved_step=2)

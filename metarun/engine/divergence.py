@@ -44,6 +44,8 @@ def check_step_is_finite(step: int, metrics: dict[str, float], learner: torch.nn
     what = (", ".join(f"the training {name} is {metrics[name]}" for name in bad) if bad
             else "the loss is finite but parameters are not")
     rates = ", ".join(f"{key}={value}" for key, value in learning_rate_keys(algo_cfg).items())
+    if algo_cfg.get("outer_step") == "trpo":  # the outer step's size is the trust region's, not a rate
+        rates += f", algo.trpo.max_kl={algo_cfg.trpo.max_kl}"
     kept = (f"checkpoints/last.pt keeps step {saved_step}" if saved_step is not None
             else "no checkpoint was written")
     raise DivergedError(f"training diverged at step {step}: {what}; no result is reported and {kept} "
