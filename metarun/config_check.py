@@ -263,10 +263,9 @@ def check_mamlpp(cfg) -> None:
                           "batch-norm weights for each of its inner steps")
 
 
-def check_reduction_layers(cfg) -> None:
-    """The cells that halve the maps (MetaNAS's search space, a genotype's network)."""
-    space = cfg.algo.search_space if cfg.algo.name == "metanas" else cfg.backbone
-    key = "algo.search_space" if cfg.algo.name == "metanas" else "backbone"
+def check_reduction_layers(space, key: str) -> None:
+    """The cells that halve the maps of a cell network (MetaNAS's search space at ``key``, or a
+    genotype's backbone)."""
     layers = space.layers
     if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < layers for i in space.reduction_layers):
         raise ConfigError(f"{key}.reduction_layers", list(space.reduction_layers),
@@ -342,8 +341,10 @@ def validate_config(cfg) -> None:
     if cfg.algo.name == "metanas":
         check_fraction(cfg, "algo.warm_up_fraction", "the share of trainer.max_steps without architecture adaptation")
         check_fraction(cfg, "algo.prune_threshold", "the operation weight below which test tasks prune it")
-    if cfg.algo.name == "metanas" or cfg.backbone.name == "genotype":
-        check_reduction_layers(cfg)
+    if cfg.algo.name == "metanas":
+        check_reduction_layers(cfg.algo.search_space, "algo.search_space")
+    elif cfg.backbone.name == "genotype":
+        check_reduction_layers(cfg.backbone, "backbone")
     if cfg.algo.name == "feat":
         check_fraction(cfg, "algo.dropout", "the dropout rate of the set function's output")
         if isinstance(cfg.algo.balance, bool) or not isinstance(cfg.algo.balance, (int, float)) or cfg.algo.balance < 0:

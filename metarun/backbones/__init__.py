@@ -31,8 +31,9 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
         return WideResNet(in_channels=input_shape[0], depth=cfg.depth, widen=cfg.widen, dropout=cfg.dropout,
                           image_size=input_shape[-1])
     if cfg.name == "genotype":
+        genotype = genotype_of(cfg)
         return CellNetwork(input_shape[0], cfg.channels, cfg.layers, list(cfg.reduction_layers),
-                           len(genotype_of(cfg)["normal"]), cfg.stem_multiplier, genotype=genotype_of(cfg))
+                           len(genotype["normal"]), cfg.stem_multiplier, genotype=genotype)
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
     if cfg.name == "gru":
