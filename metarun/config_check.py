@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS, check_supports
 from metarun.algorithms.maml import HEADS_BUILT_PER_TASK
 from metarun.backbones import BACKBONES
+from metarun.backbones.conv4 import DOWNSAMPLING, READOUTS
 from metarun.data import DATASETS, EpisodeSource, FewShotImageSource
 from metarun.engine.divergence import learning_rate_keys
 from metarun.errors import ConfigError
@@ -37,6 +38,7 @@ CHOICES = {
 OMNIGLOT_CHOICES = {"data.split": ("vinyals", "lake"),
                     "data.source": ("auto", "embedded", "local", "download"),
                     "data.train_task_classes": ("any", "same_alphabet")}
+CONV4_CHOICES = {"backbone.downsample": DOWNSAMPLING, "backbone.readout": READOUTS}
 DOWNLOADABLE_CHOICES = {"data.source": ("auto", "local")}
 FOLDER_CHOICES = {"data.split": ("auto", "lists", "fractions"), "data.channels": ("auto", 1, 3)}
 POSITIVE = ("algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every", "trainer.log_every",
@@ -80,6 +82,8 @@ ALGO_POSITIVE_NUMBERS = {"matchingnet": ("algo.similarity_scale",), "r2d2": ("al
                          "feat": ("algo.temperature", "algo.temperature2"),
                          "metanas": ("algo.inner_lr", "algo.architecture_lr", "algo.architecture_meta_lr",
                                      "algo.temperature.start", "algo.temperature.end")}
+# numbers that may be 0 (finite, not negative)
+ALGO_NON_NEGATIVE_NUMBERS = {"imaml": ("algo.eval_proximal_lambda", "algo.cg_damping", "algo.lambda_damping")}
 TASK_BATCHING = ("loop", "vmap", "auto")
 # learners whose output layer may start every task at zero or from the prototypes
 # (algo.head_init), and of those, the ones that then serve any number of ways (Meta-SGD keeps
@@ -92,7 +96,7 @@ ALGO_CHOICES = {"reptile": {"algo.inner_optimizer": ("sgd", "adam"),
                 "anil": {"algo.task_batching": TASK_BATCHING},
                 # BOIL holds the head in the inner loop: a head built per task would stay at its start
                 "boil": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
-                "imaml": {"algo.head_init": ("learned",)},
+                "imaml": {"algo.head_init": ("learned",), "algo.inner_form": ("proximal", "pull_back")},
                 "feat": {"algo.distance": ("euclidean", "cosine")},
                 "mamlpp": {"algo.task_batching": TASK_BATCHING, "algo.head_init": ("learned",)},
                 **{name: {"algo.task_batching": TASK_BATCHING,
@@ -146,6 +150,13 @@ def check_positive_numbers(cfg, keys, context: str = "") -> None:
         value = get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise ConfigError(key, value, f"a finite positive number {context}".rstrip())
+
+
+def check_non_negative_numbers(cfg, keys) -> None:
+    for key in keys:
+        value = get(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ConfigError(key, value, "a finite number >= 0")
 
 
 def check_eval_inner_lrs(cfg) -> None:
@@ -308,6 +319,8 @@ def validate_config(cfg) -> None:
     if cfg.data.kind == "image":
         check_integers(cfg, ("data.augment.crop_padding",), 0)
         check_affine_ranges(cfg)
+    if cfg.backbone.name == "conv4":
+        check_choices(cfg, CONV4_CHOICES)
     if cfg.backbone.name == "resnet12":
         check_integers(cfg, ("backbone.drop_block.size", "backbone.drop_block.anneal_steps"), 1)
         if cfg.backbone.drop_block.size % 2 == 0:
@@ -331,6 +344,7 @@ def validate_config(cfg) -> None:
         check_integers(cfg, (key,), minimum)
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
     check_positive_numbers(cfg, ALGO_POSITIVE_NUMBERS.get(cfg.algo.name, ()))
+    check_non_negative_numbers(cfg, ALGO_NON_NEGATIVE_NUMBERS.get(cfg.algo.name, ()))
     if cfg.algo.name == "protonet":
         check_booleans(cfg, ("algo.rotate_support",))
     if cfg.algo.name == "metabaseline":
@@ -400,7 +414,7 @@ def check_lake_runs(cfg) -> None:
 
 def smallest_image(backbone_cfg) -> int:
     """The smallest image side an image backbone takes: 2 ** (its 2x2 max-pools)."""
-    if backbone_cfg.name in ("wrn28", "genotype"):
+    if backbone_cfg.name in ("wrn28", "genotype") or (backbone_cfg.name == "conv4" and backbone_cfg.downsample == "stride"):
         return 1  # strided convolutions with padding (DARTS cells: ceil halving): any side stays >= 1
     if backbone_cfg.name == "conv4":
         return 2 ** min(backbone_cfg.blocks, backbone_cfg.pooled_blocks)

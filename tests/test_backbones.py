@@ -1,6 +1,7 @@
 """Backbone shapes and sizes."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -115,13 +116,15 @@ def test_conv4_lays_every_block_out_channels_last_from_a_one_channel_image(make_
     assert features.shape == (10, 64)
 
 
-def test_conv4_first_block_folds_batch_norm_into_its_convolution():
+@pytest.mark.parametrize("downsample", ["max_pool", "stride"])
+def test_conv4_first_block_folds_batch_norm_into_its_convolution(downsample):
     """The folded first block is batch norm in training mode: same output, same gradients of
-    every parameter, same running averages; and the batch-norm layer itself is not run."""
+    every parameter, same running averages; and the batch-norm layer itself is not run. With
+    max-pools and with stride-2 convolutions (whose patches are every other one)."""
     from metarun.backbones.conv4 import Conv4
     torch.manual_seed(0)
-    folded = Conv4(1, 8, 4, 4, 28, channels_last=True, fold_first_batch_norm=True).double()
-    plain = Conv4(1, 8, 4, 4, 28, channels_last=True, fold_first_batch_norm=False).double()
+    folded = Conv4(1, 8, 4, 4, 28, channels_last=True, fold_first_batch_norm=True, downsample=downsample).double()
+    plain = Conv4(1, 8, 4, 4, 28, channels_last=True, fold_first_batch_norm=False, downsample=downsample).double()
     with torch.no_grad():
         for p in folded.parameters():
             p.uniform_(-1, 1)
@@ -143,3 +146,28 @@ def test_conv4_first_block_folds_batch_norm_into_its_convolution():
     x = torch.rand(5, 1, 28, 28, dtype=torch.float64)
     torch.testing.assert_close(folded(x), plain(x))  # running averages: the layers one after another
     assert calls
+
+
+def test_strided_conv4_is_mamls_omniglot_network():
+    """backbone.downsample=stride, backbone.readout=mean: four [3x3 stride-2 conv, batch norm,
+    ReLU] blocks, 28 -> 14 -> 7 -> 4 -> 2, no pooling, the features the mean of the last 2x2 maps
+    (Finn et al.'s Omniglot code); the same function as those layers written out with torch.nn."""
+    from metarun.backbones.conv4 import Conv4
+    torch.manual_seed(0)
+    strided = Conv4(1, 8, 4, 4, 28, channels_last=True, fold_first_batch_norm=True, downsample="stride",
+                    readout="mean").double()
+    assert strided.out_shape == (8, 2, 2) and strided.out_features == 8
+    layers, c = [], 1
+    for _ in range(4):
+        layers += [torch.nn.Conv2d(c, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()]
+        c = 8
+    reference = torch.nn.Sequential(*layers).double()
+    reference.load_state_dict({f"{3 * block + index}.{name}": value for key, value in strided.state_dict().items()
+                               for block, index, name in [(int(key.split(".")[1]), int(key.split(".")[2]),
+                                                           key.split(".", 3)[3])]})
+    x = torch.rand(10, 1, 28, 28, dtype=torch.float64)
+    maps = reference(x)
+    assert maps.shape == (10, 8, 2, 2)
+    torch.testing.assert_close(strided(x), maps.mean((2, 3)))
+    flat = Conv4(1, 8, 4, 4, 28, channels_last=False, fold_first_batch_norm=False, downsample="stride")
+    assert flat(torch.rand(3, 1, 28, 28)).shape == (3, 32) == (3, flat.out_features)

@@ -98,6 +98,11 @@ def test_maml_lake_experiment_is_the_measured_recipe(make_cfg):
     ("algo=metaoptnet trainer.cuda_graph=true", "trainer.cuda_graph"),  # the solver decides on the host
     ("algo=metaoptnet algo.svm_c=0", "algo.svm_c"),
     ("algo=metabaseline algo.pretrain_fraction=1.5", "algo.pretrain_fraction"),
+    ("backbone.downsample=avg_pool", "backbone.downsample"),
+    ("backbone.readout=max", "backbone.readout"),
+    ("algo=imaml algo.inner_form=newton", "algo.inner_form"),
+    ("algo=imaml algo.cg_damping=-1", "algo.cg_damping"),
+    ("algo=imaml algo.eval_proximal_lambda=off", "algo.eval_proximal_lambda"),
 ])
 def test_bad_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as error:

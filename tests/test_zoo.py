@@ -11,6 +11,7 @@ from conftest import parameters_batch_norm_leaves_free
 from metarun.algorithms import build_learner
 from metarun.algorithms.anil import ANIL
 from metarun.algorithms.boil import BOIL
+from metarun.algorithms.inner_loop import inner_sgd
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.metalstm import MetaLSTMCell, preprocess, read_gradient
 from metarun.algorithms.metasgd import MetaSGD
@@ -123,14 +124,18 @@ def test_conjugate_gradient_solves_a_positive_definite_system():
     torch.testing.assert_close(torch.cat(x), torch.linalg.solve(matrix, torch.cat(b)))
 
 
+# iMAML as the paper writes it: the proximal term in every inner step, conjugate gradient on I + H / lambda
+IMAML_PAPER_FORM = dict(inner_form="proximal", eval_proximal_lambda=2.0, cg_damping=0.0, lambda_damping=0.0)
+
+
 def test_imaml_meta_gradient_is_the_derivative_of_the_query_loss_at_the_inner_optimum():
     """With the proximal inner problem solved (many steps) and enough conjugate-gradient steps,
     iMAML's implicit meta-gradient equals finite differences of theta -> L_query(phi*(theta)),
     phi*(theta) = argmin L_support(phi) + lambda/2 |phi - theta|^2, in float64."""
     from metarun.algorithms.imaml import IMAML
     torch.manual_seed(0)
-    cfg = OmegaConf.create({**MAML_CFG, "inner_lr": 0.1, "inner_steps": 200, "eval_inner_steps": 200,
-                            "proximal_lambda": 2.0, "cg_steps": 40})
+    cfg = OmegaConf.create({**MAML_CFG, **IMAML_PAPER_FORM, "inner_lr": 0.1, "inner_steps": 200,
+                            "eval_inner_steps": 200, "proximal_lambda": 2.0, "cg_steps": 40})
     imaml = IMAML(MLP(1, [6]), 1, "regression", cfg).double()
     batch = sinusoid_batch(tasks=2)
     for name in ("support_x", "support_y", "query_x", "query_y"):  # scaled down: the inner problem converges
@@ -158,6 +163,54 @@ def test_imaml_meta_gradient_is_the_derivative_of_the_query_loss_at_the_inner_op
                 expected.view(-1)[i] = (up - down) / (2 * eps)
         torch.testing.assert_close(got[name], expected, rtol=1e-4, atol=1e-7, msg=name)
     assert max(float(g.abs().max()) for g in got.values()) > 1e-3  # not trivially zero
+
+
+def test_imaml_authors_form_pulls_back_once_and_solves_the_damped_system():
+    """The authors' released form (algo.inner_form=pull_back, cg_damping, lambda_damping): plain
+    gradient steps on the support loss, then one step on the proximal term alone; and the
+    meta-gradient ((1 + d) I + H / (lambda + l))^-1 g, against the Hessian built entry by entry
+    (as many conjugate-gradient steps as parameters: exact), float64. At test, eval_proximal_lambda 0
+    is plain gradient descent."""
+    from metarun.algorithms.imaml import IMAML
+    torch.manual_seed(0)
+    cfg = OmegaConf.create({**MAML_CFG, "inner_lr": 0.1, "inner_steps": 3, "eval_inner_steps": 3,
+                            "proximal_lambda": 2.0, "inner_form": "pull_back", "eval_proximal_lambda": 0.0,
+                            "cg_steps": 40, "cg_damping": 1.0, "lambda_damping": 10.0})
+    imaml = IMAML(MLP(1, [4]), 1, "regression", cfg).double()  # 4 + 4 + 4 + 1 = 13 parameters
+    batch = sinusoid_batch(tasks=1)
+    task = batch[0]
+    names = [name for name, _ in imaml.model.named_parameters()]
+    theta = {name: p.detach() for name, p in imaml.model.named_parameters()}
+    start = {name: t.clone().requires_grad_() for name, t in theta.items()}
+    plain = {name: p.detach() for name, p in inner_sgd(imaml.model, start, task.support_x, task.support_y,
+                                                       imaml.task_loss, 0.1, 3, create_graph=False).items()}
+    expected = {name: plain[name] - 0.1 * 2.0 * (plain[name] - theta[name]) for name in names}
+    phi = imaml.adapt(task, None, 3, create_graph=False)
+    for name in names:
+        torch.testing.assert_close(phi[name], expected[name], msg=name)
+
+    shapes = [theta[name].shape for name in names]
+    sizes = [theta[name].numel() for name in names]
+
+    def support_loss(flat: torch.Tensor) -> torch.Tensor:
+        params = {name: t.view(shape) for name, t, shape in zip(names, flat.split(sizes), shapes)}
+        return imaml.support_loss(params, task)
+
+    flat_phi = torch.cat([phi[name].detach().reshape(-1) for name in names])
+    hessian = torch.autograd.functional.hessian(support_loss, flat_phi)
+    query_loss = imaml.task_loss(functional_call(imaml.model, phi, (task.query_x,)), task.query_y)
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(query_loss, [phi[name] for name in names])])
+    system = 2.0 * torch.eye(len(g), dtype=torch.float64) + hessian / 12.0
+    solved = torch.linalg.solve(system, g)
+    got = meta_gradient(imaml, batch)
+    torch.testing.assert_close(torch.cat([got[f"model.{name}"].reshape(-1) for name in names]), solved,
+                               rtol=1e-6, atol=1e-9)
+    assert not torch.allclose(solved, g / 2.0, rtol=1e-3)  # the Hessian term matters here
+
+    imaml.eval()
+    tested = imaml.adapt(task, None, 3, create_graph=False)
+    for name in names:
+        torch.testing.assert_close(tested[name], plain[name], msg=name)
 
 
 def test_reptile_with_one_full_batch_sgd_step_moves_along_the_task_gradient():

@@ -12,8 +12,17 @@ only the end point of the inner loop, not its path. So the inner loop is run wit
 Hessian-vector products. The inverse is applied by conjugate gradient, which needs
 I + H / lambda positive definite (lambda above the support loss's most negative curvature).
 
-The tasks go one by one (``algo.task_batching`` is not used); batch norm and testing are MAML's,
-adapted by the same proximal inner loop.
+Two forms of the inner loop and of the inverse (``algo.inner_form``, ``algo.cg_damping``,
+``algo.lambda_damping``): the paper's, above, and the authors' released Omniglot code
+(github.com/aravindr93/imaml_dev, ``examples/omniglot_implicit_maml.py`` and
+``implicit_maml/learner_model.py``), whose inner loop takes its steps on the support loss alone and
+then one step on the proximal term alone (``pull_back``: phi <- phi - alpha lambda (phi - theta)),
+and whose conjugate gradient applies (1 + cg_damping) I + H / (lambda + lambda_damping), damped
+with 1.0 and 10.0: a far better conditioned system than I + H / lambda, at the price of a
+meta-gradient nearer first-order MAML's. Its test adapts with plain gradient descent
+(``algo.eval_proximal_lambda=0``; ``measure_accuracy.py --lam 0.0``).
+
+The tasks go one by one (``algo.task_batching`` is not used); batch norm and testing are MAML's.
 """
 from __future__ import annotations
 
@@ -31,25 +40,37 @@ class IMAML(MAML):
     def init_step_sizes(self, cfg) -> None:
         super().init_step_sizes(cfg)
         self.proximal = cfg.proximal_lambda
+        self.eval_proximal = cfg.eval_proximal_lambda
+        self.pull_back = cfg.inner_form == "pull_back"
         self.cg_steps = cfg.cg_steps
+        self.cg_damping = cfg.cg_damping
+        self.lambda_damping = cfg.lambda_damping
 
     def support_loss(self, params: Params, task: Task) -> torch.Tensor:
         return self.task_loss(functional_call(self.model, params, (task.support_x,)), task.support_y)
 
     def adapt(self, task: Task, ways: int | None, steps: int, create_graph: bool) -> Params:
-        """``steps`` steps of gradient descent on the support loss plus the proximal term, from
-        the meta-parameters, with no graph kept (``create_graph`` is never needed)."""
+        """``steps`` steps of gradient descent from the meta-parameters, with no graph kept
+        (``create_graph`` is never needed): on the support loss plus the proximal term, or
+        (``pull_back``) on the support loss, then one step on the proximal term. The proximal
+        weight is lambda in meta-training, ``eval_proximal_lambda`` at test."""
+        proximal = self.proximal if self.training else self.eval_proximal
         anchor = {name: p.detach() for name, p in self.model.named_parameters()}
         params = {name: p.clone().requires_grad_() for name, p in anchor.items()}
+        in_step = 0.0 if self.pull_back else proximal
         with torch.enable_grad():
             for _ in range(steps):
                 grads = torch.autograd.grad(self.support_loss(params, task), list(params.values()))
-                params = {name: (p - self.inner_lr * (g + self.proximal * (p - anchor[name]))).detach().requires_grad_()
+                params = {name: (p - self.inner_lr * (g + in_step * (p - anchor[name]))).detach().requires_grad_()
                           for (name, p), g in zip(params.items(), grads)}
+        if self.pull_back:
+            params = {name: (p - self.inner_lr * proximal * (p - anchor[name])).detach().requires_grad_()
+                      for name, p in params.items()}
         return params
 
     def implicit_gradient(self, task: Task, params: Params, query_gradient: Vectors) -> Vectors:
-        """(I + H / lambda)^-1 applied to ``query_gradient``, H the support loss's Hessian at
+        """((1 + cg_damping) I + H / (lambda + lambda_damping))^-1 applied to ``query_gradient``
+        (the paper's (I + H / lambda)^-1 with both dampings 0), H the support loss's Hessian at
         ``params``, by ``cg_steps`` of conjugate gradient on Hessian-vector products."""
         support_gradient = torch.autograd.grad(self.support_loss(params, task), list(params.values()),
                                                create_graph=True)
@@ -57,7 +78,8 @@ class IMAML(MAML):
         def apply(vectors: Vectors) -> Vectors:
             hessian_vectors = torch.autograd.grad(support_gradient, list(params.values()), grad_outputs=vectors,
                                                   retain_graph=True)
-            return [v + h / self.proximal for v, h in zip(vectors, hessian_vectors)]
+            return [(1 + self.cg_damping) * v + h / (self.proximal + self.lambda_damping)
+                    for v, h in zip(vectors, hessian_vectors)]
 
         return conjugate_gradient(apply, query_gradient, self.cg_steps)
 

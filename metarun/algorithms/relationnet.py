@@ -25,8 +25,8 @@ class RelationModule(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int], channels: int, hidden: int):
         super().__init__()
         c, side, _ = in_shape
-        self.convs = nn.Sequential(conv_block(2 * c, channels, pool=True, channels_last=False),
-                                   conv_block(channels, channels, pool=True, channels_last=False))
+        self.convs = nn.Sequential(conv_block(2 * c, channels, halve="max_pool", channels_last=False),
+                                   conv_block(channels, channels, halve="max_pool", channels_last=False))
         side = side // 2 // 2
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, hidden),
                                 nn.ReLU(inplace=True), nn.Linear(hidden, 1))

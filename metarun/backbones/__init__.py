@@ -21,7 +21,8 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
         return Conv4(in_channels=input_shape[0], channels=cfg.channels, blocks=cfg.blocks,
                      pooled_blocks=cfg.pooled_blocks,
                      image_size=input_shape[-1], channels_last=cfg.channels_last,
-                     fold_first_batch_norm=cfg.fold_first_batch_norm)
+                     fold_first_batch_norm=cfg.fold_first_batch_norm,
+                     downsample=cfg.downsample, readout=cfg.readout)
     if cfg.name == "resnet12":
         return ResNet12(in_channels=input_shape[0], channels=list(cfg.channels), slope=cfg.leaky_slope,
                         global_pool=cfg.global_pool, image_size=input_shape[-1],

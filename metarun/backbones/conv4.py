@@ -1,4 +1,5 @@
-"""The 4-block convolutional embedding of Vinyals et al. 2016, used by MAML and ProtoNets."""
+"""The 4-block convolutional embedding of Vinyals et al. 2016, used by MAML and ProtoNets, and its
+strided form, MAML's and iMAML's Omniglot network."""
 from __future__ import annotations
 
 import torch
@@ -33,14 +34,16 @@ class ChannelsLastConv2d(nn.Conv2d):
         return self._conv_forward(x, weight, bias).contiguous(memory_format=torch.channels_last)
 
 
-def conv_block(in_channels: int, out_channels: int, pool: bool, channels_last: bool) -> nn.Sequential:
-    """conv -> batch norm -> ReLU -> max-pool, computed with the pool first: ReLU is monotonic,
-    so max-pool then ReLU is the same function, with a quarter of the ReLU work."""
+def conv_block(in_channels: int, out_channels: int, halve: str | None, channels_last: bool) -> nn.Sequential:
+    """conv -> batch norm -> ReLU, halving the maps (``halve``) with a 2x2 max-pool after it
+    ("max_pool"; computed with the pool first: ReLU is monotonic, so max-pool then ReLU is the
+    same function, with a quarter of the ReLU work), or with a stride-2 convolution ("stride",
+    padding 1: a side s becomes ceil(s / 2)), or not at all (None)."""
     conv = ChannelsLastConv2d if channels_last else nn.Conv2d
     return nn.Sequential(
-        conv(in_channels, out_channels, kernel_size=3, padding=1),
+        conv(in_channels, out_channels, kernel_size=3, padding=1, stride=2 if halve == "stride" else 1),
         nn.BatchNorm2d(out_channels),
-        nn.MaxPool2d(2) if pool else nn.Identity(),
+        nn.MaxPool2d(2) if halve == "max_pool" else nn.Identity(),
         nn.ReLU(inplace=True),
     )
 
@@ -112,19 +115,33 @@ def update_running_averages(norm: nn.modules.batchnorm._BatchNorm, mean: torch.T
     norm.running_var.lerp_(variance * count / (count - 1), momentum)
 
 
+# how a block halves its maps (backbone.downsample)
+DOWNSAMPLING = ("max_pool", "stride")
+# how the last maps become the feature vector (backbone.readout)
+READOUTS = ("flatten", "mean")
+
+
 class Conv4(nn.Module):
     """[3x3 conv, batch norm, ReLU, 2x2 max-pool] x blocks, flattened. 28x28 -> 64 features.
 
-    Only the first ``pooled_blocks`` blocks pool (all of them in Vinyals/Finn/Snell; the first two
-    in Relation Networks, which compare feature maps rather than vectors)."""
+    Only the first ``pooled_blocks`` blocks halve their maps (all of them in Vinyals/Finn/Snell;
+    the first two in Relation Networks, which compare feature maps rather than vectors).
+    ``downsample="stride"`` halves them with stride-2 convolutions instead of max-pools, and
+    ``readout="mean"`` averages the last maps over their positions instead of flattening them:
+    both together are the network of MAML's Omniglot code (Finn et al. 2017, Sec. 5.2: "strided
+    convolutions instead of max-pooling"; 28 -> 14 -> 7 -> 4 -> 2, then the mean of the 2x2 map),
+    about a quarter of the max-pool form's multiply-adds on 28x28 images."""
 
     def __init__(self, in_channels: int, channels: int, blocks: int, pooled_blocks: int,
-                 image_size: int, channels_last: bool, fold_first_batch_norm: bool):
+                 image_size: int, channels_last: bool, fold_first_batch_norm: bool,
+                 downsample: str = "max_pool", readout: str = "flatten"):
         super().__init__()
         self.pooled_blocks = pooled_blocks
+        self.readout = readout
         layers, c = [], in_channels
         for block in range(blocks):
-            layer = conv_block(c, channels, pool=block < pooled_blocks, channels_last=channels_last)
+            layer = conv_block(c, channels, halve=downsample if block < pooled_blocks else None,
+                               channels_last=channels_last)
             if block == 0 and in_channels == 1 and fold_first_batch_norm:
                 layer = FoldedNormBlock(*layer)
             layers.append(layer)
@@ -132,9 +149,9 @@ class Conv4(nn.Module):
         self.features = nn.Sequential(*layers)
         side = image_size
         for _ in range(min(blocks, pooled_blocks)):
-            side //= 2
+            side = side // 2 if downsample == "max_pool" else (side + 1) // 2
         self.out_shape = (channels, side, side)
-        self.out_features = channels * side * side
+        self.out_features = channels if readout == "mean" else channels * side * side
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -142,4 +159,5 @@ class Conv4(nn.Module):
         return self.features(x)  # channels-last from the first convolution on, whatever x's layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_map(x).flatten(1)
+        maps = self.feature_map(x)
+        return maps.mean((2, 3)) if self.readout == "mean" else maps.flatten(1)
