@@ -184,6 +184,16 @@ def machine_of(environment: dict) -> str:
     return environment["gpu"] or f"{environment['cpu']}, {environment['cpu_cores']} cores"
 
 
+# Settings added to the configs after runs had been recorded, each with the value that those runs
+# had in effect (the behaviour before the key existed). A fingerprint leaves such a setting out
+# while it has that value, so that adding the key with that default keeps the registry's runs
+# current, while a run that sets another value is a variant of its own.
+SETTINGS_ADDED_LATER = {
+    "backbone.downsample": "max_pool",  # 2026-12-07: Conv4's strided form
+    "backbone.readout": "flatten",
+}
+
+
 def trained_settings(entry: dict) -> dict[str, object]:
     """What the run trained and how it was tested, beyond the episode shape, flattened
     (``algo.optimizer.lr``...): the learner, backbone and data settings and the training budget.
@@ -200,6 +210,7 @@ def trained_settings(entry: dict) -> dict[str, object]:
         algo |= {k: v for k, v in entry["config"]["algo"].items() if k.startswith("eval_")}
     flat = flatten({"algo": algo, "backbone": config["backbone"], "data": data, "trainer": trainer})
     flat.pop("algo.scheduler.total_steps", None)
+    flat = {k: v for k, v in flat.items() if k not in SETTINGS_ADDED_LATER or v != SETTINGS_ADDED_LATER[k]}
     # 25 from an override and 25.0 from a YAML file are one setting
     return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in flat.items()}
 

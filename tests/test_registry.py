@@ -79,6 +79,20 @@ def test_runs_of_a_recipe_whose_settings_changed_are_never_averaged_together():
     assert any("(p, algo.optimizer.lr=0.01)" in row and "(seed: 96.00 ± 0.15)" in row for row in rows)
 
 
+def test_a_setting_added_later_keeps_earlier_runs_current_at_its_old_behaviour():
+    """A run recorded before backbone.downsample existed trained with max-pools: the same variant
+    as a run with the key at max_pool, another than a run with stride."""
+    before = fake_entry("maml", 0, 0.95, "m")
+    before["config"]["backbone"].pop("downsample", None)
+    at_default = fake_entry("maml", 1, 0.95, "m")
+    at_default["config"]["backbone"]["downsample"] = "max_pool"
+    strided = fake_entry("maml", 2, 0.96, "m")
+    strided["config"]["backbone"]["downsample"] = "stride"
+    assert variant_of(before) == variant_of(at_default) != variant_of(strided)
+    rows = table([before, at_default, strided]).splitlines()[2:]
+    assert len(rows) == 2 and any("backbone.downsample=stride" in row for row in rows)
+
+
 def test_a_checkpoint_tested_with_other_test_time_settings_is_a_row_of_its_own():
     """A mode=eval run of a recipe's checkpoint after 1 inner step instead of the recipe's 10 is
     another variant (the MAML paper's sinusoid figures after 1, 5 and 10 steps): never averaged
