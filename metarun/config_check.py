@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from metarun.algorithms import FIXED_WAYS, SUPPORTED_KINDS, check_supports
 from metarun.algorithms.maml import HEADS_BUILT_PER_TASK
@@ -27,7 +27,7 @@ CHOICES = {
     "mode": ("train", "eval"),
     "algo.name": tuple(SUPPORTED_KINDS),
     "algo.optimizer.name": ("adam", "sgd"),
-    "algo.scheduler.name": ("constant", "step", "linear", "cosine"),
+    "algo.scheduler.name": ("constant", "step", "linear", "cosine", "piecewise"),
     "data.name": DATASETS,
     "backbone.name": tuple(BACKBONES),
     "device.name": ("auto", "cpu", "cuda"),
@@ -235,7 +235,7 @@ def check_cuda_graph(cfg) -> None:
 
 # the keys each schedule reads (the others stay null)
 SCHEDULER_KEYS = {"constant": (), "step": ("step_size", "gamma"), "linear": ("end_factor", "total_steps"),
-                  "cosine": ("total_steps",)}
+                  "cosine": ("total_steps",), "piecewise": ("total_steps", "milestones", "factors")}
 
 
 def check_scheduler(cfg) -> None:
@@ -244,10 +244,40 @@ def check_scheduler(cfg) -> None:
     reads = SCHEDULER_KEYS[scheduler.name]
     check_integers(cfg, [f"algo.scheduler.{k}" for k in ("step_size", "total_steps") if k in reads], 1, needed)
     check_positive_numbers(cfg, [f"algo.scheduler.{k}" for k in ("gamma",) if k in reads], needed)
+    if "milestones" in reads:
+        check_piecewise(scheduler, needed)
     if "end_factor" in reads or (scheduler.name == "cosine" and scheduler.end_factor is not None):
         value = scheduler.end_factor
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ConfigError("algo.scheduler.end_factor", value, f"a number in [0, 1] {needed}")
+
+
+def check_piecewise(scheduler, needed: str) -> None:
+    milestones, factors = scheduler.milestones, scheduler.factors
+    if not isinstance(milestones, ListConfig) or not milestones or not all(
+            isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in milestones) \
+            or list(milestones) != sorted(set(milestones)):
+        raise ConfigError("algo.scheduler.milestones", milestones, f"increasing fractions of total_steps in "
+                          f"(0, 1), e.g. [0.333, 0.667, 0.833], {needed}")
+    if not isinstance(factors, ListConfig) or len(factors) != len(milestones) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < math.inf for f in factors):
+        raise ConfigError("algo.scheduler.factors", factors, f"one positive factor of the initial rate per "
+                          f"milestone ({len(milestones)}), {needed}")
+
+
+def check_optimizer(cfg) -> None:
+    optimizer = cfg.algo.optimizer
+    check_booleans(cfg, ("algo.optimizer.nesterov",))
+    momentum = optimizer.momentum
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+        raise ConfigError("algo.optimizer.momentum", momentum, "a number in [0, 1)")
+    if optimizer.name != "sgd" and (momentum or optimizer.nesterov):
+        raise ConfigError("algo.optimizer.momentum" if momentum else "algo.optimizer.nesterov",
+                          momentum or optimizer.nesterov, "0 / false with algo.optimizer.name="
+                          f"{optimizer.name} (momentum is sgd's; Adam keeps its own moments)")
+    if optimizer.nesterov and not momentum:
+        raise ConfigError("algo.optimizer.nesterov", True, "false with algo.optimizer.momentum=0 "
+                          "(Nesterov's form needs momentum > 0)")
 
 
 def check_booleans(cfg, keys) -> None:
@@ -336,6 +366,8 @@ def validate_config(cfg) -> None:
     check_integers(cfg, NON_NEGATIVE, 0)
     check_positive_numbers(cfg, learning_rate_keys(cfg.algo))
     check_scheduler(cfg)
+    if "optimizer" in cfg.algo:
+        check_optimizer(cfg)
     if cfg.trainer.max_time_s is not None:
         check_positive_numbers(cfg, ("trainer.max_time_s",))
     if cfg.trainer.fit_max_steps is not None:
@@ -347,6 +379,11 @@ def validate_config(cfg) -> None:
     check_non_negative_numbers(cfg, ALGO_NON_NEGATIVE_NUMBERS.get(cfg.algo.name, ()))
     if cfg.algo.name == "protonet":
         check_booleans(cfg, ("algo.rotate_support",))
+    if cfg.algo.name == "metaoptnet":
+        smoothing = cfg.algo.label_smoothing
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= 0.5:
+            raise ConfigError("algo.label_smoothing", smoothing, "a number in [0, 0.5]: the share of each "
+                              "target's probability spread over the other classes")
     if cfg.algo.name == "metabaseline":
         check_fraction(cfg, "algo.pretrain_fraction", "the share of trainer.max_steps spent pre-training "
                        "(0: Meta-Baseline's second stage alone)")

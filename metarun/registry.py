@@ -191,6 +191,11 @@ def machine_of(environment: dict) -> str:
 SETTINGS_ADDED_LATER = {
     "backbone.downsample": "max_pool",  # 2026-12-07: Conv4's strided form
     "backbone.readout": "flatten",
+    "algo.optimizer.momentum": 0.0,  # 2026-12-07: SGD's momentum, Nesterov, the piecewise schedule
+    "algo.optimizer.nesterov": False,
+    "algo.scheduler.milestones": None,
+    "algo.scheduler.factors": None,
+    "algo.label_smoothing": 0.0,
 }
 
 

@@ -408,3 +408,17 @@ def test_r2d2_solves_ridge_regression_in_either_form_and_learns_its_penalty():
     assert learner.log_ridge.grad != 0 and learner.log_scale.grad != 0
     weights = [p for name, p in learner.backbone.named_parameters() if name.endswith("weight")]
     assert all(p.grad.abs().sum() > 0 for p in weights)  # (a conv bias before batch norm has none)
+
+
+def test_label_smoothing_moves_a_share_of_the_target_to_the_other_classes_evenly():
+    """MetaOptNet's eps: the training loss is the cross-entropy against 1 - eps on the target and
+    eps / (K - 1) on each other class; 0 is the plain cross-entropy."""
+    from metarun.algorithms.base import MetaLearner
+    learner = MetaLearner("image")
+    logits = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 1, 2, 3, 4, 0])
+    torch.testing.assert_close(learner.outer_loss(logits, target), F.cross_entropy(logits, target))
+    learner.label_smoothing = 0.1
+    soft = torch.full((6, 5), 0.1 / 4).scatter(1, target[:, None], 0.9)
+    expected = -(soft * logits.log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(learner.outer_loss(logits, target), expected)

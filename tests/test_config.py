@@ -99,7 +99,16 @@ def test_maml_lake_experiment_is_the_measured_recipe(make_cfg):
     ("algo=metaoptnet algo.svm_c=0", "algo.svm_c"),
     ("algo=metabaseline algo.pretrain_fraction=1.5", "algo.pretrain_fraction"),
     ("backbone.downsample=avg_pool", "backbone.downsample"),
+    ("algo.optimizer.momentum=0.9", "algo.optimizer.momentum"),  # MAML's optimiser is Adam
+    ("algo=protonet algo.optimizer.name=sgd algo.optimizer.nesterov=true", "algo.optimizer.nesterov"),  # no momentum
+    ("algo=protonet algo.optimizer.name=sgd algo.optimizer.momentum=1.5", "algo.optimizer.momentum"),
+    ("algo.scheduler.name=piecewise algo.scheduler.total_steps=10", "algo.scheduler.milestones"),
+    ("algo.scheduler.name=piecewise algo.scheduler.total_steps=10 algo.scheduler.milestones=[0.5,0.2] "
+     "algo.scheduler.factors=[0.1,0.01]", "algo.scheduler.milestones"),
+    ("algo.scheduler.name=piecewise algo.scheduler.total_steps=10 algo.scheduler.milestones=[0.5] "
+     "algo.scheduler.factors=[0.1,0.01]", "algo.scheduler.factors"),
     ("backbone.readout=max", "backbone.readout"),
+    ("algo=metaoptnet algo.label_smoothing=0.9", "algo.label_smoothing"),
     ("algo=imaml algo.inner_form=newton", "algo.inner_form"),
     ("algo=imaml algo.cg_damping=-1", "algo.cg_damping"),
     ("algo=imaml algo.eval_proximal_lambda=off", "algo.eval_proximal_lambda"),
@@ -166,6 +175,37 @@ def test_cli_prints_one_line_errors(cli):
         stderr[args[0]] = done.stderr
     listing = stderr["algo=nosuchalgo"]
     assert "maml" in listing and "protonet" in listing  # the allowed choices are listed
+
+
+def test_piecewise_schedule_and_nesterov_sgd_are_metaoptnets(make_cfg):
+    """MetaOptNet's outer optimiser: SGD 0.1 with Nesterov momentum 0.9 and weight decay 5e-4, the
+    rate at 0.06 / 0.012 / 0.0024 of its start from epochs 20 / 40 / 50 of 60 (milestones in
+    fractions of the horizon)."""
+    import torch
+    from metarun.engine.trainer import build_optimizer, build_scheduler
+    cfg = make_cfg("algo=metaoptnet", "algo.optimizer.name=sgd", "algo.optimizer.lr=0.1", "algo.optimizer.momentum=0.9",
+                   "algo.optimizer.nesterov=true", "algo.optimizer.weight_decay=5e-4", "algo.scheduler.name=piecewise",
+                   "algo.scheduler.total_steps=60", "algo.scheduler.milestones=[0.3333,0.6667,0.8333]",
+                   "algo.scheduler.factors=[0.06,0.012,0.0024]")
+    validate_config(cfg)
+
+    class OneWeight(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    optimizer = build_optimizer(OneWeight(), cfg.algo.optimizer)
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 5e-4)
+    scheduler = build_scheduler(optimizer, cfg.algo.scheduler)
+    rates = []
+    for _ in range(60):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.1] * 20 + [0.1 * 0.06] * 20 + [0.1 * 0.012] * 10 + [0.1 * 0.0024] * 10
+    assert rates == pytest.approx(expected)
 
 
 def test_cosine_schedule_decays_to_zero_at_total_steps(make_cfg):

@@ -31,6 +31,9 @@ class MetaLearner(nn.Module):
 
     owns_outer_update = False
 
+    # see outer_loss; learners that offer it set it from algo.label_smoothing
+    label_smoothing = 0.0
+
     # why bf16 autocast would break this learner's meta-training, or None (trainer.precision=auto
     # then keeps it in fp32)
     bf16_breaks: str | None = None
@@ -46,6 +49,15 @@ class MetaLearner(nn.Module):
             return F.mse_loss(prediction, target)
         return F.cross_entropy(prediction, target)
 
+    def outer_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The query loss that meta-training back-propagates: ``task_loss``, with a share
+        ``label_smoothing`` of each target's probability spread evenly over the other classes
+        (MetaOptNet's ``eps``: 1 - eps on the target, eps / (K - 1) on each other class)."""
+        if self.kind == "regression" or not self.label_smoothing:
+            return self.task_loss(prediction, target)
+        classes = prediction.shape[-1]  # torch's smoothing also gives the target a share of the spread
+        return F.cross_entropy(prediction, target, label_smoothing=self.label_smoothing * classes / (classes - 1))
+
     def task_metrics(self, prediction: torch.Tensor, target: torch.Tensor) -> Metrics:
         metrics = {"loss": self.task_loss(prediction, target).detach()}
         if self.kind != "regression":
@@ -59,7 +71,7 @@ class MetaLearner(nn.Module):
         per_task = []
         for task in batch:
             prediction, target = self.training_predictions(task)
-            (self.task_loss(prediction, target) / len(batch)).backward()
+            (self.outer_loss(prediction, target) / len(batch)).backward()
             per_task.append(self.task_metrics(prediction.detach(), target))
         return mean_metrics(per_task)
 

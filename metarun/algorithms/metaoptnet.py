@@ -160,6 +160,7 @@ class MetaOptNet(PerImageFeatures, MetaLearner):
         self.svm_c, self.kernel_ridge = float(cfg.svm_c), float(cfg.kernel_ridge)
         self.tolerance, self.max_iterations = float(cfg.qp_tolerance), int(cfg.qp_max_iterations)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.scale_init)))  # gamma, kept positive
+        self.label_smoothing = cfg.label_smoothing
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
