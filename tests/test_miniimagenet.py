@@ -114,3 +114,17 @@ def test_a_run_on_mini_imagenet_files(cli, tmp_path):
     assert results["data"] == "miniimagenet" and results["n_episodes"] == 20
     # classes differ by mean colour here, so even 20 steps separate them (chance: 50%)
     assert results["mean"] > 0.8
+
+
+def test_metaoptnets_mini_imagenet_recipe_trains(tmp_path):
+    """The recipe with the authors' training (ResNet-12 with DropBlock, Nesterov SGD on a
+    piecewise schedule, label smoothing) passes the start checks and trains two updates, on the
+    tiny copy: its episodes shrunk to the 3 classes of 6 images there."""
+    import metarun
+    write_pickle_layout(tmp_path / "mini")
+    results = metarun.run(["+experiment=metaoptnet_miniimagenet_resnet12", *TINY, f"data.root={tmp_path / 'mini'}",
+                           "algo.episode.ways=3", "algo.episode.shots=2", "algo.episode.queries=2",
+                           "algo.meta_batch=2", "data.ways=2", "data.queries=3", "trainer.max_steps=2",
+                           "trainer.val_every=0", "eval.episodes=2", "trainer.progress=false", "device=cpu"],
+                          run_dir=tmp_path / "run")
+    assert (results["algo"], results["data"], results["step"]) == ("metaoptnet", "miniimagenet", 2)
