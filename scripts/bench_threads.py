@@ -25,35 +25,12 @@ WORKLOADS = {
 
 
 def worker(workload: str, seconds: float) -> None:
-    import torch
-    from hydra import compose, initialize_config_module
+    # torch loads here, after the OpenMP settings of this process are in place
+    from bench_configs import steps_per_second, training_step
 
-    from metarun.algorithms import build_learner
-    from metarun.data import build_sources, train_shape
-    from metarun.engine.precision import autocast_for, resolve_precision
-    from metarun.engine.trainer import build_optimizer
-
-    with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=WORKLOADS[workload])
-    source = build_sources(cfg.data, cfg.paths)["train"]
-    learner = build_learner(cfg, "image", source.image_shape, source.n_classes)
-    optimizer = build_optimizer(learner, cfg.algo.optimizer)
-    precision = resolve_precision(cfg.trainer.precision, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(0)
-
-    def step():
-        batch = source.sample(generator, cfg.algo.meta_batch, *train_shape(cfg))
-        optimizer.zero_grad()
-        with autocast_for(precision, torch.device("cpu")):
-            learner.meta_train_step(batch)
-        optimizer.step()
-
+    step = training_step(WORKLOADS[workload])
     step()
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step()
-        steps += 1
-    print(steps / (time.perf_counter() - started))
+    print(steps_per_second(step, seconds))
 
 
 def competitor(seconds: float) -> None:
