@@ -365,7 +365,7 @@ def test_metaoptnet_solves_the_svm_dual_exactly_and_differentiates_it(caplog):
     torch.manual_seed(0)
     learner = MetaOptNet(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True),
                          OmegaConf.create(dict(svm_c=0.1, kernel_ridge=1.0, scale_init=1.0, qp_tolerance=1e-9,
-                                               qp_max_iterations=2000))).eval()
+                                               qp_max_iterations=2000, label_smoothing=0.0))).eval()
     support_x = torch.rand(4, 1, 12, 12, generator=generator)
     task = Task(support_x, torch.tensor([2, 0, 3, 1]), support_x[[1, 3]], torch.tensor([0, 1]))
     with torch.no_grad():
