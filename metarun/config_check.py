@@ -145,17 +145,22 @@ def check_integers(cfg, keys, minimum: int, context: str = "") -> None:
             raise ConfigError(key, value, f"{word} {context}".rstrip())
 
 
+def is_number(value) -> bool:
+    """An int or a float read from YAML or an override, not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_positive_numbers(cfg, keys, context: str = "") -> None:
     for key in keys:
         value = get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        if not is_number(value) or not 0 < value < math.inf:
             raise ConfigError(key, value, f"a finite positive number {context}".rstrip())
 
 
 def check_non_negative_numbers(cfg, keys) -> None:
     for key in keys:
         value = get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        if not is_number(value) or not 0 <= value < math.inf:
             raise ConfigError(key, value, "a finite number >= 0")
 
 
@@ -166,7 +171,7 @@ def check_eval_inner_lrs(cfg) -> None:
         return
     steps = cfg.algo.eval_inner_steps
     if not OmegaConf.is_list(lrs) or len(lrs) != steps or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf for v in lrs):
+            not is_number(v) or not 0 < v < math.inf for v in lrs):
         raise ConfigError("algo.eval_inner_lrs", OmegaConf.to_container(lrs) if OmegaConf.is_config(lrs) else lrs,
                           f"null or a list of {steps} positive step sizes (one per algo.eval_inner_steps)")
 
@@ -176,9 +181,9 @@ def check_trust_region(cfg) -> None:
     check_positive_numbers(cfg, ("algo.trpo.max_kl",))
     check_integers(cfg, ("algo.trpo.cg_iterations", "algo.trpo.max_backtracks"), 1)
     ratio, damping = cfg.algo.trpo.backtrack_ratio, cfg.algo.trpo.damping
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+    if not is_number(ratio) or not 0 < ratio < 1:
         raise ConfigError("algo.trpo.backtrack_ratio", ratio, "a number in (0, 1)")
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < math.inf:
+    if not is_number(damping) or not 0 <= damping < math.inf:
         raise ConfigError("algo.trpo.damping", damping, "a finite number >= 0")
     if cfg.trainer.cuda_graph:
         raise ConfigError("trainer.cuda_graph", True, "false with algo.outer_step=trpo (its line search "
@@ -193,13 +198,13 @@ AFFINE_RANGES = {"data.augment.rotate_degrees": (0, 180), "data.augment.shear": 
 def check_affine_ranges(cfg) -> None:
     for key, (low, high) in AFFINE_RANGES.items():
         value = get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+        if not is_number(value) or not low <= value < high:
             raise ConfigError(key, value, f"a number in [{low}, {high}) (0: off)")
 
 
 def check_fit_max_steps(trainer) -> None:
     fraction = trainer.fit_max_steps
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+    if not is_number(fraction) or not 0 < fraction <= 1:
         raise ConfigError("trainer.fit_max_steps", fraction, "null, or a fraction in (0, 1]")
     if trainer.max_time_s is None:
         raise ConfigError("trainer.fit_max_steps", fraction,
@@ -248,19 +253,19 @@ def check_scheduler(cfg) -> None:
         check_piecewise(scheduler, needed)
     if "end_factor" in reads or (scheduler.name == "cosine" and scheduler.end_factor is not None):
         value = scheduler.end_factor
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if not is_number(value) or not 0 <= value <= 1:
             raise ConfigError("algo.scheduler.end_factor", value, f"a number in [0, 1] {needed}")
 
 
 def check_piecewise(scheduler, needed: str) -> None:
     milestones, factors = scheduler.milestones, scheduler.factors
     if not isinstance(milestones, ListConfig) or not milestones or not all(
-            isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in milestones) \
+            is_number(m) and 0 < m < 1 for m in milestones) \
             or list(milestones) != sorted(set(milestones)):
         raise ConfigError("algo.scheduler.milestones", milestones, f"increasing fractions of total_steps in "
                           f"(0, 1), e.g. [0.333, 0.667, 0.833], {needed}")
     if not isinstance(factors, ListConfig) or len(factors) != len(milestones) or not all(
-            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < math.inf for f in factors):
+            is_number(f) and 0 < f < math.inf for f in factors):
         raise ConfigError("algo.scheduler.factors", factors, f"one positive factor of the initial rate per "
                           f"milestone ({len(milestones)}), {needed}")
 
@@ -269,7 +274,7 @@ def check_optimizer(cfg) -> None:
     optimizer = cfg.algo.optimizer
     check_booleans(cfg, ("algo.optimizer.nesterov",))
     momentum = optimizer.momentum
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+    if not is_number(momentum) or not 0 <= momentum < 1:
         raise ConfigError("algo.optimizer.momentum", momentum, "a number in [0, 1)")
     if optimizer.name != "sgd" and (momentum or optimizer.nesterov):
         raise ConfigError("algo.optimizer.momentum" if momentum else "algo.optimizer.nesterov",
@@ -289,7 +294,7 @@ def check_booleans(cfg, keys) -> None:
 
 def check_fraction(cfg, key: str, meaning: str) -> None:
     value = get(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise ConfigError(key, value, f"a number in [0, 1]: {meaning}")
 
 
@@ -381,7 +386,7 @@ def validate_config(cfg) -> None:
         check_booleans(cfg, ("algo.rotate_support",))
     if cfg.algo.name == "metaoptnet":
         smoothing = cfg.algo.label_smoothing
-        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= 0.5:
+        if not is_number(smoothing) or not 0 <= smoothing <= 0.5:
             raise ConfigError("algo.label_smoothing", smoothing, "a number in [0, 0.5]: the share of each "
                               "target's probability spread over the other classes")
     if cfg.algo.name == "metabaseline":
@@ -398,7 +403,7 @@ def validate_config(cfg) -> None:
         check_reduction_layers(cfg.backbone, "backbone")
     if cfg.algo.name == "feat":
         check_fraction(cfg, "algo.dropout", "the dropout rate of the set function's output")
-        if isinstance(cfg.algo.balance, bool) or not isinstance(cfg.algo.balance, (int, float)) or cfg.algo.balance < 0:
+        if not is_number(cfg.algo.balance) or cfg.algo.balance < 0:
             raise ConfigError("algo.balance", cfg.algo.balance, "a number >= 0: the regulariser's weight (0: none)")
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
