@@ -2,7 +2,7 @@
 # Runs a recipe of conf/experiment/ for the given seeds, tests each checkpoint 20-way as well where
 # the learner takes any number of ways on images (not meta-RL, not the fixed-ways learners: MAML's family with a learned
 # head, SNAIL, MANN, Meta-LSTM, whose 20-way figure needs a 20-way training run) and the recipe tests on episodes
-# (not on the Lake et al. runs), and records the runs in results/
+# (not on the Lake et al. runs) and trains on fewer ways, and records the runs in results/
 # (metarun-results record). Run dirs: outputs/recipes/<name>_seed<S>.
 #   bash scripts/run_recipe.sh protonet_omniglot_15min 0 1 2 > outputs/protonet.log 2>&1 &
 # A variant: EXTRA="algo.similarity_scale=25" NAME=matchingnet_scale25 bash scripts/run_recipe.sh ...
@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_module
 from metarun.config_check import ways_fixed_by_training
 with initialize_config_module(config_module="metarun.conf", version_base="1.3"):
     cfg = compose(config_name="config", overrides=[f"+experiment={sys.argv[1]}", *sys.argv[2:]])
-print("no" if ways_fixed_by_training(cfg) or cfg.eval.protocol != "episodes" or cfg.data.kind != "image" else "yes")
+print("no" if ways_fixed_by_training(cfg) or cfg.eval.protocol != "episodes" or cfg.data.kind != "image"
+      or cfg.data.ways == 20 else "yes")
 EOF
 )
 for seed in "$@"; do
