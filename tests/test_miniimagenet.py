@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import metarun
 from conftest import short_protonet_run
 from metarun.data import build_sources
 from metarun.errors import DataError
@@ -116,15 +118,19 @@ def test_a_run_on_mini_imagenet_files(cli, tmp_path):
     assert results["mean"] > 0.8
 
 
-def test_metaoptnets_mini_imagenet_recipe_trains(tmp_path):
-    """The recipe with the authors' training (ResNet-12 with DropBlock, Nesterov SGD on a
-    piecewise schedule, label smoothing) passes the start checks and trains two updates, on the
-    tiny copy: its episodes shrunk to the 3 classes of 6 images there."""
-    import metarun
+MINI_RECIPES = sorted(p.stem for p in (Path(metarun.__file__).parent / "conf" / "experiment").glob("*miniimagenet*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", MINI_RECIPES)
+def test_each_mini_imagenet_recipe_trains(tmp_path, recipe):
+    """Each mini-ImageNet recipe (the authors' training: MetaOptNet's ResNet-12 with DropBlock,
+    Nesterov SGD on a piecewise schedule and label smoothing; BOIL's body-only second-order
+    inner step) passes the start checks and trains two updates, on the tiny copy: its episodes
+    shrunk to the 2 test classes of 6 images there."""
     write_pickle_layout(tmp_path / "mini")
-    results = metarun.run(["+experiment=metaoptnet_miniimagenet_resnet12", *TINY, f"data.root={tmp_path / 'mini'}",
-                           "algo.episode.ways=3", "algo.episode.shots=2", "algo.episode.queries=2",
+    results = metarun.run([f"+experiment={recipe}", *TINY, f"data.root={tmp_path / 'mini'}",
+                           "algo.episode.ways=2", "algo.episode.shots=2", "algo.episode.queries=2",
                            "algo.meta_batch=2", "data.ways=2", "data.queries=3", "trainer.max_steps=2",
                            "trainer.val_every=0", "eval.episodes=2", "trainer.progress=false", "device=cpu"],
                           run_dir=tmp_path / "run")
-    assert (results["algo"], results["data"], results["step"]) == ("metaoptnet", "miniimagenet", 2)
+    assert (results["algo"], results["data"], results["step"]) == (recipe.split("_")[0], "miniimagenet", 2)
