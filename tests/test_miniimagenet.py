@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import metarun
 from conftest import short_protonet_run
 from metarun.data import build_sources
 from metarun.errors import DataError
+from metarun.registry import EXPERIMENTS
 
 CLASSES = {"train": ["n01532829", "n01558993", "n01704323"], "val": ["n01855672", "n02091244"],
            "test": ["n01930112", "n01981276"]}
@@ -118,7 +118,7 @@ def test_a_run_on_mini_imagenet_files(cli, tmp_path):
     assert results["mean"] > 0.8
 
 
-MINI_RECIPES = sorted(p.stem for p in (Path(metarun.__file__).parent / "conf" / "experiment").glob("*miniimagenet*.yaml"))
+MINI_RECIPES = sorted(p.stem for p in EXPERIMENTS.glob("*miniimagenet*.yaml"))
 
 
 @pytest.mark.parametrize("recipe", MINI_RECIPES)

@@ -6,14 +6,13 @@ few episodes, so a renamed key or a broken learner fails the suite before a long
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 import metarun
+from metarun.registry import EXPERIMENTS
 from tests.conftest import needs_omniglot_files
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "metarun" / "conf" / "experiment"
 # the zoo sweeps compare learners with the papers' settings; every other experiment is a recipe.
 # The mini-ImageNet ones need a copy of the data: tests/test_miniimagenet.py trains them on a tiny one
 RECIPES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if "zoo" not in p.stem and "miniimagenet" not in p.stem)
