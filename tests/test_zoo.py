@@ -16,6 +16,7 @@ from metarun.algorithms.maml import MAML
 from metarun.algorithms.metalstm import MetaLSTMCell, preprocess, read_gradient
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.reptile import Reptile
+from metarun.algorithms.sequence import keep_ways
 from metarun.algorithms.snail import AttentionBlock, DenseBlock
 from metarun.backbones.mlp import MLP
 from metarun.cli import run
@@ -450,6 +451,51 @@ def test_sequence_learners_predict_each_query_from_the_support_set_alone(make_cf
     assert everything.shape == (15, 5)
     torch.testing.assert_close(first_three, everything[:3])
     assert torch.equal(everything, again)  # the test-time support order is fixed
+
+
+def test_the_curriculum_keeps_whole_classes_with_their_label_ids():
+    """keep_ways: each task keeps all the images of the classes it keeps, and their labels."""
+    torch.manual_seed(0)
+    ways, shots, queries = 6, 2, 3
+    support_y = torch.arange(ways).repeat_interleave(shots).expand(4, -1)
+    query_y = torch.arange(ways).repeat_interleave(queries).expand(4, -1)
+    # an image's pixels name its label, so an image that moved away from its label shows
+    batch = TaskBatch(support_y[..., None].float(), support_y, query_y[..., None].float(), query_y)
+    cut = keep_ways(batch, 3, ways)
+    assert cut.support_x.shape == (4, 3 * shots, 1) and cut.query_x.shape == (4, 3 * queries, 1)
+    for t in range(4):
+        kept = cut.support_y[t].unique()
+        assert len(kept) == 3 and torch.equal(cut.query_y[t].unique(), kept)
+        assert torch.equal(cut.support_x[t, :, 0].long(), cut.support_y[t])
+        assert torch.equal(cut.query_x[t, :, 0].long(), cut.query_y[t])
+    assert len({tuple(cut.support_y[t].unique().tolist()) for t in range(4)}) > 1  # drawn per task
+    assert keep_ways(batch, ways, ways) is batch
+
+
+def test_snail_curriculum_adds_ways_linearly_and_counts_its_updates(make_cfg):
+    cfg = make_cfg("algo=snail", "backbone.channels=8", "data.ways=20", "algo.episode.queries=1",
+                   "algo.curriculum_ways=5", "algo.curriculum_fraction=0.5", "trainer.max_steps=20",
+                   "algo.meta_batch=2")
+    learner = build_learner(cfg, "image", (1, 28, 28), None)
+    source = build_sources(cfg.data, cfg.paths)["train"]
+    seen = []
+    for task in source.fixed_episodes(6, 0, "train", 20, 1, 1):
+        seen.append(learner.ways_now())
+        batch = TaskBatch(*(t[None] for t in (task.support_x, task.support_y, task.query_x, task.query_y)))
+        learner.meta_train_step(batch)
+    # 5 + 15 * updates / (0.5 * 20): 5, 6.5, 8, 9.5, 11, 12.5 (rounded half to even)
+    assert seen == [5, 6, 8, 10, 11, 12]
+    assert int(learner.updates) == 6
+    assert "updates" in learner.state_dict()
+
+
+@pytest.mark.parametrize("override, allowed", [("algo.curriculum_ways=1", "from 2 to data.ways"),
+                                               ("algo.curriculum_ways=9", "from 2 to data.ways (5)"),
+                                               ("algo.curriculum_fraction=2", "a number in [0, 1]")])
+def test_snail_curriculum_settings_are_checked(make_cfg, override, allowed):
+    with pytest.raises(ConfigError) as error:
+        validate_config(make_cfg("algo=snail", override))
+    assert override.split("=")[0] in str(error.value) and allowed in str(error.value)
 
 
 def test_metalstm_column_layout_computes_what_lstmcell_and_the_papers_gates_compute_on_rows():

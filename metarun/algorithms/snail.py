@@ -21,6 +21,13 @@ adds only its last step -- the same function as Q separate sequences, at a fract
 The support examples enter in a random order while meta-training (a fixed one at test), so the
 network cannot read a label from a position.
 
+A curriculum (``algo.curriculum_ways``, metarun's, not the paper's): meta-training may begin on
+tasks of fewer classes, drawn from each task's, and add classes linearly up to the test's over the
+first ``algo.curriculum_fraction`` of ``trainer.max_steps``. Trained 20-way from the start, the
+network stayed at chance (loss ln 20) for all of a 15-minute run's 587 updates: at first attention
+reads every support example alike, and the signal that teaches it to find the query's class falls
+with the number of classes. The update count that sets the ways is a buffer saved with the checkpoint.
+
 A meta-batch is read as one batch of tasks (the blocks take tasks x steps x channels), and the
 embedding sees all its images at once. Embedded task by task, batch norm had trained on the
 statistics of 80 images of 5 classes and the network came to rely on them. Two seeds of a
@@ -37,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner, Metrics
-from metarun.algorithms.sequence import embed_tasks, in_reading_order
+from metarun.algorithms.sequence import embed_tasks, in_reading_order, keep_ways
 from metarun.tasks import Task, TaskBatch
 
 
@@ -96,10 +103,13 @@ class AttentionBlock(nn.Module):
 
 
 class SNAIL(MetaLearner):
-    def __init__(self, backbone: nn.Module, ways: int, shots: int, cfg):
+    def __init__(self, backbone: nn.Module, ways: int, shots: int, cfg, trainer_cfg):
         super().__init__("image")
         self.backbone = backbone
         self.ways = ways
+        self.curriculum_ways, self.curriculum_fraction = cfg.curriculum_ways, float(cfg.curriculum_fraction)
+        self.trainer_cfg = trainer_cfg
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # checkpointed with the model
         length = ways * shots + 1
         blocks, channels = [], backbone.out_features + ways
         for i, (key_size, value_size) in enumerate(cfg.attention):
@@ -111,10 +121,8 @@ class SNAIL(MetaLearner):
         self.blocks = nn.ModuleList(blocks)
         self.classify = nn.Linear(channels, ways)  # the 1x1 convolution over time steps
 
-    def read_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
-        """The query logits (tasks x queries x ways) of tasks of one shape, read as one batch
-        (batch norm while meta-training: statistics of all their images; see the top)."""
-        support, query = embed_tasks(self.backbone, support_x, query_x)
+    def read_sequences(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """The query logits (tasks x queries x ways) of embedded tasks of one shape."""
         support, labels = in_reading_order(support, support_y, self.training)
         prefix = torch.cat([support, F.one_hot(labels, self.ways).to(support.dtype)], dim=-1)
         last = torch.cat([query, query.new_zeros(*query.shape[:2], self.ways)], dim=-1)
@@ -123,9 +131,24 @@ class SNAIL(MetaLearner):
         return self.classify(last)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
-        return self.read_tasks(task.support_x[None], task.support_y[None], task.query_x[None])[0]
+        support, query = embed_tasks(self.backbone, task.support_x[None], task.query_x[None])
+        return self.read_sequences(support, task.support_y[None], query)[0]
+
+    def ways_now(self) -> int:
+        """The classes of a task at this update: the curriculum's, else all of them."""
+        if self.curriculum_ways is None:
+            return self.ways
+        progress = int(self.updates) / max(1.0, self.curriculum_fraction * self.trainer_cfg.max_steps)
+        return min(self.ways, round(self.curriculum_ways + (self.ways - self.curriculum_ways) * progress))
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
-        logits = self.read_tasks(batch.support_x, batch.support_y, batch.query_x).flatten(0, 1)
-        self.task_loss(logits, batch.query_y.flatten()).backward()
-        return self.task_metrics(logits.detach(), batch.query_y.flatten())
+        """The meta-batch's images embedded as one batch (batch norm: the statistics of all of
+        them; see the top), then each task cut to the curriculum's ways. Cut after the embedding,
+        an update costs the same all through the run, so ``trainer.fit_max_steps``, which times
+        the first updates, fits the budget."""
+        support, query = embed_tasks(self.backbone, batch.support_x, batch.query_x)
+        tasks = keep_ways(TaskBatch(support, batch.support_y, query, batch.query_y), self.ways_now(), self.ways)
+        self.updates += 1
+        logits = self.read_sequences(tasks.support_x, tasks.support_y, tasks.query_x).flatten(0, 1)
+        self.task_loss(logits, tasks.query_y.flatten()).backward()
+        return self.task_metrics(logits.detach(), tasks.query_y.flatten())
