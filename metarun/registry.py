@@ -196,6 +196,8 @@ SETTINGS_ADDED_LATER = {
     "algo.scheduler.milestones": None,
     "algo.scheduler.factors": None,
     "algo.label_smoothing": 0.0,
+    "algo.curriculum_ways": None,  # 2026-12-07: SNAIL's curriculum of ways
+    "algo.curriculum_fraction": 0.5,
 }
 
 
