@@ -6,6 +6,7 @@ few episodes, so a renamed key or a broken learner fails the suite before a long
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,11 @@ def test_each_recipe_trains_two_updates(recipe, tmp_path, cache_dir):
     assert results["training_precision"] in ("fp32", "bf16")
     if recipe.startswith(("reptile", "metalstm")):
         assert results["training_precision"] == "fp32"
+
+
+def test_the_gpu_forms_name_recipes_that_exist():
+    """scripts/gpu_recipes.sh runs its default list when a GPU is lent: a renamed recipe must fail
+    here, not on the lent machine."""
+    script = (Path(__file__).parents[1] / "scripts" / "gpu_recipes.sh").read_text()
+    listed = script.split("default_recipes=(")[1].split(")")[0].split()
+    assert listed and all((EXPERIMENTS / f"{recipe}.yaml").is_file() for recipe in listed), listed
