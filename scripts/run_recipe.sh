@@ -8,6 +8,7 @@
 #   bash scripts/run_recipe.sh protonet_omniglot_15min 0 1 2 > outputs/protonet.log 2>&1 &
 # A variant: EXTRA="algo.similarity_scale=25" NAME=matchingnet_scale25 bash scripts/run_recipe.sh ...
 # (EXTRA applies to training and testing alike; the registry groups runs by recipe and EXTRA).
+# RECORD=0: run and test without recording (a dry run of a script that calls this one).
 set -euo pipefail
 recipe=$1; shift
 name=${NAME:-$recipe}
@@ -25,10 +26,10 @@ EOF
 for seed in "$@"; do
   run=outputs/recipes/${name}_seed${seed}
   metarun +experiment="$recipe" "${extra[@]}" trainer.progress=false seed="$seed" hydra.run.dir="$run"
-  metarun-results record "$run"
+  [ "${RECORD:-1}" = 0 ] || metarun-results record "$run"
   if [ "$other_ways" != none ]; then
     metarun mode=eval +experiment="$recipe" "${extra[@]}" data.ways="$other_ways" seed="$seed" trainer.progress=false \
       trainer.ckpt_path="$run/checkpoints/last.pt" hydra.run.dir="${run}_eval${other_ways}way"
-    metarun-results record "${run}_eval${other_ways}way"
+    [ "${RECORD:-1}" = 0 ] || metarun-results record "${run}_eval${other_ways}way"
   fi
 done
