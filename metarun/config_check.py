@@ -382,7 +382,7 @@ def validate_config(cfg) -> None:
     check_choices(cfg, ALGO_CHOICES.get(cfg.algo.name, {}))
     check_positive_numbers(cfg, ALGO_POSITIVE_NUMBERS.get(cfg.algo.name, ()))
     check_non_negative_numbers(cfg, ALGO_NON_NEGATIVE_NUMBERS.get(cfg.algo.name, ()))
-    if cfg.algo.name == "protonet":
+    if "rotate_support" in cfg.algo:  # ProtoNet, R2-D2, MetaOptNet, Meta-Baseline
         check_booleans(cfg, ("algo.rotate_support",))
     if cfg.algo.name == "metaoptnet":
         smoothing = cfg.algo.label_smoothing

@@ -198,6 +198,7 @@ SETTINGS_ADDED_LATER = {
     "algo.label_smoothing": 0.0,
     "algo.curriculum_ways": None,  # 2026-12-07: SNAIL's curriculum of ways
     "algo.curriculum_fraction": 0.5,
+    "algo.rotate_support": False,  # 2026-12-07: R2-D2's, MetaOptNet's and Meta-Baseline's too
 }
 
 

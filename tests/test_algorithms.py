@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from torch.func import functional_call
 
 from conftest import needs_omniglot_files
+from metarun.algorithms import build_learner
 from metarun.algorithms.inner_loop import inner_sgd
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.protonet import ProtoNet
@@ -144,6 +145,30 @@ def test_protonet_rotated_support_scores_every_choice_of_support(shots, queries,
     assert torch.equal(targets, torch.cat(expected_targets))
     plain, plain_targets = ProtoNet(torch.nn.Identity(), rotate_support=False).training_predictions(task)
     assert plain.shape == (ways * queries, ways) and torch.equal(plain_targets, task.query_y)
+
+
+@pytest.mark.parametrize("algo", ["r2d2", "metaoptnet", "metabaseline"])
+def test_rotated_support_gives_each_metric_head_the_views_of_protonet(make_cfg, algo):
+    """The other heads with algo.rotate_support: each view's logits are the head's own on that
+    view built by hand (support window first, the rest as queries, class-major)."""
+    shots, queries, ways = 1, 2, 3
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(ways, shots + queries, 1, 28, 28, generator=generator)
+    labels = torch.arange(ways)
+    task = Task(images[:, :shots].flatten(0, 1), labels.repeat_interleave(shots),
+                images[:, shots:].flatten(0, 1), labels.repeat_interleave(queries))
+    cfg = make_cfg(f"algo={algo}", "algo.rotate_support=true", "backbone.channels=8")
+    learner = build_learner(cfg, "image", (1, 28, 28), 10).eval()  # running statistics: per-image features
+    with torch.no_grad():
+        logits, targets = learner.training_predictions(task)
+        expected = []
+        for window in ([0], [1], [2]):
+            rest = [i for i in range(shots + queries) if i not in window]
+            view = Task(images[:, window].flatten(0, 1), labels.repeat_interleave(len(window)),
+                        images[:, rest].flatten(0, 1), labels.repeat_interleave(len(rest)))
+            expected.append(learner.adapt_and_predict(view))
+    torch.testing.assert_close(logits, torch.cat(expected), rtol=1e-4, atol=1e-4)
+    assert torch.equal(targets, labels.repeat_interleave(queries).repeat(3))
 
 
 def test_maml_non_transductive_batch_norm_ignores_other_queries():

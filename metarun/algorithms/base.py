@@ -127,6 +127,36 @@ class PerImageFeatures:
     backbone pass (bigger batches, one call instead of one per episode). While training, batch
     statistics make the episode the unit, and tasks go one by one."""
 
+    # algo.rotate_support (metarun's, off by default), for the learners whose config has the key:
+    # each meta-training episode is scored once per choice of support set. The episode's S + Q
+    # images of a class (its support images first, in the order the episode lists them) are
+    # taken in cyclic windows of S, each window the support set of one view and the rest its
+    # queries; the loss is the mean over the views (the first view is the episode as drawn). The
+    # embeddings are computed once, so in a 1-shot episode with 2 queries every image is a support
+    # image once and a query twice for the cost of one forward and backward pass.
+    rotate_support = False
+
+    def training_predictions(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.rotate_support:
+            return super().training_predictions(task)
+        labels = torch.cat([task.support_y, task.query_y])
+        ways = int(labels.max()) + 1
+        shots = task.support_x.shape[0] // ways
+        features = self.features(torch.cat([task.support_x, task.query_x]))
+        by_class = features[torch.sort(labels, stable=True).indices].unflatten(0, (ways, -1))
+        per_class = by_class.shape[1]
+        way_labels = torch.arange(ways, device=labels.device)
+        logits, targets = [], []
+        for view in range(-(-per_class // shots)):
+            window = [(view * shots + i) % per_class for i in range(shots)]
+            rest = [i for i in range(per_class) if i not in window]
+            support, query = by_class[:, window].flatten(0, 1), by_class[:, rest].flatten(0, 1)
+            # a view's task: its labels, class-major as its features (the images are not needed again)
+            view_task = Task(support, way_labels.repeat_interleave(shots), query, way_labels.repeat_interleave(len(rest)))
+            logits.append(self.predict_from_features(view_task, support, query))
+            targets.append(view_task.query_y)
+        return torch.cat(logits), torch.cat(targets)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

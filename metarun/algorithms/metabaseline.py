@@ -46,6 +46,7 @@ class MetaBaseline(PerImageFeatures, MetaLearner):
         self.classifier = nn.Linear(backbone.out_features, n_base_classes)  # stage 1 only
         self.log_temperature = nn.Parameter(torch.tensor(math.log(cfg.temperature_init)))
         self.pretrain_fraction, self.trainer_cfg = float(cfg.pretrain_fraction), trainer_cfg
+        self.rotate_support = cfg.rotate_support  # stage 2's episodes
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # checkpointed with the model
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:

@@ -161,6 +161,7 @@ class MetaOptNet(PerImageFeatures, MetaLearner):
         self.tolerance, self.max_iterations = float(cfg.qp_tolerance), int(cfg.qp_max_iterations)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.scale_init)))  # gamma, kept positive
         self.label_smoothing = cfg.label_smoothing
+        self.rotate_support = cfg.rotate_support
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)

@@ -7,12 +7,8 @@
 Batch norm uses batch statistics while meta-training and running averages at test time, so
 test predictions never depend on the other query images (non-transductive).
 
-``rotate_support`` (not in the paper; off by default) scores each meta-training episode once per
-choice of support set: the episode's S + Q images of a class (its support images first, in the
-order the episode lists them) are taken in cyclic windows of S, each window the support set of one
-view and the rest its queries, and the loss is the mean over the views (the first view is the
-episode as drawn). The embeddings are computed once, so in a 1-shot episode with 2 queries every
-image is a support image once and a query twice for the cost of one forward and backward pass.
+``algo.rotate_support`` (not in the paper; off by default; ``PerImageFeatures`` in base.py) scores
+each meta-training episode once per choice of support set, from one forward pass.
 """
 from __future__ import annotations
 
@@ -56,22 +52,3 @@ class ProtoNet(PerImageFeatures, MetaLearner):
 
     def predict_from_features(self, task: Task, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         return prototype_logits(support, task.support_y, query)
-
-    def training_predictions(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.rotate_support:
-            return super().training_predictions(task)
-        labels = torch.cat([task.support_y, task.query_y])
-        ways = int(labels.max()) + 1
-        shots = task.support_x.shape[0] // ways
-        features = self.backbone(torch.cat([task.support_x, task.query_x]))
-        by_class = features[torch.sort(labels, stable=True).indices].unflatten(0, (ways, -1))
-        per_class = by_class.shape[1]
-        way_labels = torch.arange(ways, device=labels.device)
-        logits, targets = [], []
-        for view in range(-(-per_class // shots)):
-            window = [(view * shots + i) % per_class for i in range(shots)]
-            rest = [i for i in range(per_class) if i not in window]
-            logits.append(prototype_logits(by_class[:, window].flatten(0, 1), way_labels.repeat_interleave(shots),
-                                           by_class[:, rest].flatten(0, 1)))
-            targets.append(way_labels.repeat_interleave(len(rest)))
-        return torch.cat(logits), torch.cat(targets)

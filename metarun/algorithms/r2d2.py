@@ -43,6 +43,7 @@ class R2D2(PerImageFeatures, MetaLearner):
         # meta-learned in log space, so both stay positive
         self.log_ridge = nn.Parameter(torch.tensor(math.log(cfg.ridge_init)))
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.scale_init)))
+        self.rotate_support = cfg.rotate_support
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
