@@ -308,7 +308,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
                 sys.exit(2)
             raise
         summary = f"metarun: error: {e}" if isinstance(e, MetarunError) else traceback.format_exc()
-        if not isinstance(e, RunDirError):  # (a run dir held by another run is not this run's to write)
+        # a run dir held by another run, or holding an earlier one, is not this run's to write
+        refused_dir = isinstance(e, RunDirError) or (isinstance(e, ConfigError) and e.key == "hydra.run.dir")
+        if not refused_dir:
             # the reason stays with the run, for metarun-compare and for whoever resumes it; a
             # run that failed before its config was written (a refused key) is listed all the same
             (run_dir / ERROR_FILE).write_text(summary + "\n")

@@ -208,6 +208,19 @@ def test_a_new_run_never_starts_in_a_dir_that_holds_an_earlier_run(make_cfg, tmp
     assert run(make_cfg(*short, "trainer.resume=true"), tmp_path)  # resuming the finished run is fine
 
 
+def test_the_cli_refusing_a_dir_with_an_earlier_run_leaves_that_run_as_it_was(cli, tmp_path):
+    """The CLI writes a failed run's reason into its run dir (error.txt: metarun-compare shows an
+    unfinished run with one as failed, for that reason); a refused run dir belongs to the earlier
+    run, and the refusal is not its failure."""
+    short = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=5", "trainer.val_every=0",
+             "eval.episodes=5", f"hydra.run.dir={tmp_path}")
+    cli(*short)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"}
+    refused = cli(*short, "seed=1", check=False)
+    assert refused.returncode == 2 and "hydra.run.dir=" in refused.stderr and "trainer.resume=true" in refused.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
 def test_a_run_that_restarts_from_step_0_keeps_no_curve_of_the_attempt_before(make_cfg, tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 5, "train/loss": 9.0}\n')  # killed before a checkpoint
     run(make_cfg("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=10", "trainer.val_every=0",
