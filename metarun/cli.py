@@ -27,6 +27,7 @@ from metarun.engine.cpu_threads import threads_per_run
 from metarun.engine.divergence import all_finite
 from metarun.engine.environment import code_version, environment
 from metarun.engine.host_memory import cache_host_memory
+from metarun.engine.init_backbone import load_backbone
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
 from metarun.engine.reproducibility import deterministic_gpu_kernels, seed_everything
@@ -215,6 +216,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
     if cfg.mode == "eval":
         return evaluate_checkpoint(cfg, learner, sources, device, run_dir, tested_state) if main else None
 
+    if state is None and cfg.trainer.init_backbone:
+        load_backbone(learner, Path(cfg.trainer.init_backbone), cfg.trainer.trust_checkpoint)
     trainer = Trainer(cfg, learner, sources, run_dir, device, ranks,
                       on_config_change=lambda: write_run_config(run_dir, cfg, hydra_cfg) if main else None)
     if state is not None:

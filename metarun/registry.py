@@ -199,20 +199,22 @@ SETTINGS_ADDED_LATER = {
     "algo.curriculum_ways": None,  # 2026-12-07: SNAIL's curriculum of ways
     "algo.curriculum_fraction": 0.5,
     "algo.rotate_support": False,  # 2026-12-07: R2-D2's, MetaOptNet's and Meta-Baseline's too
+    "trainer.init_backbone": None,  # 2026-12-07: a run that starts from another run's backbone
 }
 
 
 def trained_settings(entry: dict) -> dict[str, object]:
     """What the run trained and how it was tested, beyond the episode shape, flattened
-    (``algo.optimizer.lr``...): the learner, backbone and data settings and the training budget.
-    Left out: paths, the test shape, and ``trainer.max_steps`` with the schedule's horizon (fitted
+    (``algo.optimizer.lr``...): the learner, backbone and data settings, the training budget, and
+    the checkpoint whose backbone the run started from, if any.
+    Left out: the data's paths, the test shape, and ``trainer.max_steps`` with the schedule's horizon (fitted
     to each machine by ``trainer.fit_max_steps``). A mode=eval entry: its checkpoint's training,
     and its own test-time settings, so that a checkpoint tested after 1 and after 10 inner steps
     gives two rows, never one mean."""
     config = entry.get("trained_config", entry["config"])
     data = {k: v for k, v in config["data"].items()
             if k not in ("root", "source", "download_url", "ways", "shots", "queries")}
-    trainer = {k: config["trainer"].get(k) for k in ("max_time_s", "fit_max_steps", "precision")}
+    trainer = {k: config["trainer"].get(k) for k in ("max_time_s", "fit_max_steps", "precision", "init_backbone")}
     algo = dict(config["algo"])
     if "trained_config" in entry:  # how a mode=eval run tested: its own test-time keys (algo.eval_inner_steps...)
         algo |= {k: v for k, v in entry["config"]["algo"].items() if k.startswith("eval_")}
