@@ -405,8 +405,8 @@ def validate_config(cfg) -> None:
         check_fraction(cfg, "algo.dropout", "the dropout rate of the set function's output")
         if not is_number(cfg.algo.balance) or cfg.algo.balance < 0:
             raise ConfigError("algo.balance", cfg.algo.balance, "a number >= 0: the regulariser's weight (0: none)")
-    if cfg.algo.name == "snail":
-        check_snail(cfg)
+    if cfg.algo.name in ("snail", "mann"):
+        check_curriculum(cfg)
     if cfg.algo.name == "mann":
         check_mann(cfg.algo)
         check_booleans(cfg, ("algo.normalize_embedding", "algo.support_loss", "algo.key_strength"))
@@ -436,7 +436,7 @@ def validate_config(cfg) -> None:
         raise ConfigError("trainer.ckpt_path", None, "the checkpoint to evaluate when mode=eval")
 
 
-def check_snail(cfg) -> None:
+def check_curriculum(cfg) -> None:
     start = cfg.algo.curriculum_ways
     if start is not None and (isinstance(start, bool) or not isinstance(start, int) or not 2 <= start <= cfg.data.ways):
         raise ConfigError("algo.curriculum_ways", start, f"null or an integer from 2 to data.ways ({cfg.data.ways}): "

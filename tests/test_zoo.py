@@ -474,8 +474,9 @@ def test_the_curriculum_keeps_whole_classes_with_their_label_ids():
     assert keep_ways(batch, ways, ways) is batch
 
 
-def test_snail_curriculum_adds_ways_linearly_and_counts_its_updates(make_cfg):
-    cfg = make_cfg("algo=snail", "backbone.channels=8", "data.ways=20", "algo.episode.queries=1",
+@pytest.mark.parametrize("algo", ["snail", "mann"])
+def test_the_sequence_learners_curriculum_adds_ways_linearly_and_counts_its_updates(make_cfg, algo):
+    cfg = make_cfg(f"algo={algo}", "backbone.channels=8", "data.ways=20", "algo.episode.queries=1",
                    "algo.curriculum_ways=5", "algo.curriculum_fraction=0.5", "trainer.max_steps=20",
                    "algo.meta_batch=2")
     learner = build_learner(cfg, "image", (1, 28, 28), None)
@@ -494,9 +495,10 @@ def test_snail_curriculum_adds_ways_linearly_and_counts_its_updates(make_cfg):
 @pytest.mark.parametrize("override, allowed", [("algo.curriculum_ways=1", "from 2 to data.ways"),
                                                ("algo.curriculum_ways=9", "from 2 to data.ways (5)"),
                                                ("algo.curriculum_fraction=2", "a number in [0, 1]")])
-def test_snail_curriculum_settings_are_checked(make_cfg, override, allowed):
+@pytest.mark.parametrize("algo", ["snail", "mann"])
+def test_the_curriculum_settings_are_checked(make_cfg, algo, override, allowed):
     with pytest.raises(ConfigError) as error:
-        validate_config(make_cfg("algo=snail", override))
+        validate_config(make_cfg(f"algo={algo}", override))
     assert override.split("=")[0] in str(error.value) and allowed in str(error.value)
 
 

@@ -95,10 +95,10 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
     if name in OPTIMISER_LEARNERS:
         return MetaLSTM(backbone, cfg.data.ways, cfg.algo)
-    if name == "snail":  # its curriculum follows trainer.max_steps
+    if name == "snail":  # (and MANN) its curriculum follows trainer.max_steps
         return SNAIL(backbone, cfg.data.ways, cfg.data.shots, cfg.algo, cfg.trainer)
     if name == "mann":
-        return MANN(backbone, cfg.data.ways, cfg.algo)
+        return MANN(backbone, cfg.data.ways, cfg.algo, cfg.trainer)
     if name == "metabaseline":  # its two stages split trainer.max_steps
         return MetaBaseline(backbone, n_train_classes, cfg.algo, cfg.trainer)
     if name in TRANSFER_LEARNERS:

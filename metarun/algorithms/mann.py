@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner, Metrics
-from metarun.algorithms.sequence import embed_tasks, in_reading_order
+from metarun.algorithms.sequence import curriculum_ways, embed_tasks, in_reading_order, keep_ways
 from metarun.tasks import Task, TaskBatch
 
 # keeps the cosine similarity of an all-zero (empty) memory slot finite
@@ -95,10 +95,13 @@ class LRUAMemory(nn.Module):
 
 
 class MANN(MetaLearner):
-    def __init__(self, backbone: nn.Module, ways: int, cfg):
+    def __init__(self, backbone: nn.Module, ways: int, cfg, trainer_cfg):
         super().__init__("image")
         self.backbone = backbone
         self.ways = ways
+        self.curriculum_ways, self.curriculum_fraction = cfg.curriculum_ways, float(cfg.curriculum_fraction)
+        self.trainer_cfg = trainer_cfg
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # checkpointed with the model
         self.support_loss = cfg.support_loss
         self.normalize_embedding = cfg.normalize_embedding
         reads = cfg.read_heads * cfg.slot_size
@@ -119,15 +122,14 @@ class MANN(MetaLearner):
         features = self.backbone(x)
         return F.layer_norm(features, features.shape[-1:]) if self.normalize_embedding else features
 
-    def read_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor):
-        """Tasks of one shape (leading dimension: the task) read as one batch of sequences: the
-        support logits (each before its label is shown) in reading order, that order's labels,
-        and the query logits. The embedding sees all tasks' images in one batch (``embed_tasks``).
-        Task by task (30 images of 5 classes), the network came to rely on per-task batch-norm
-        statistics: 58.9% on validation episodes normalised that way, 46.2% with the running
-        averages; with the whole batch, 59.4% / 59.0%."""
-        (n_tasks, n_support), n_query = support_y.shape, query_x.shape[1]
-        support, query = embed_tasks(self.embed, support_x, query_x)
+    def read_sequences(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor):
+        """Embedded tasks of one shape (leading dimension: the task) read as one batch of
+        sequences: the support logits (each before its label is shown) in reading order, that
+        order's labels, and the query logits. The embedding sees all tasks' images in one batch
+        (``embed_tasks``). Task by task (30 images of 5 classes), the network came to rely on
+        per-task batch-norm statistics: 58.9% on validation episodes normalised that way, 46.2%
+        with the running averages; with the whole batch, 59.4% / 59.0%."""
+        (n_tasks, n_support), n_query = support_y.shape, query.shape[1]
         support, labels = in_reading_order(support, support_y, self.training)
         late_labels = F.one_hot(labels, self.ways).to(support.dtype)
         hidden = self.controller.hidden_size
@@ -147,13 +149,23 @@ class MANN(MetaLearner):
         return torch.stack(support_logits, dim=1), labels, query_logits.view(n_tasks, n_query, -1)
 
     def adapt_and_predict(self, task: Task) -> torch.Tensor:
-        return self.read_tasks(task.support_x[None], task.support_y[None], task.query_x[None])[2][0]
+        support, query = embed_tasks(self.embed, task.support_x[None], task.query_x[None])
+        return self.read_sequences(support, task.support_y[None], query)[2][0]
+
+    def ways_now(self) -> int:
+        return curriculum_ways(self.curriculum_ways, self.ways, int(self.updates), self.curriculum_fraction,
+                               self.trainer_cfg.max_steps)
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
-        support_logits, support_labels, query_logits = self.read_tasks(batch.support_x, batch.support_y,
-                                                                       batch.query_x)
-        loss = self.task_loss(query_logits.flatten(0, 1), batch.query_y.flatten())
+        """As SNAIL's: the meta-batch embedded as one batch, then cut to the curriculum's ways
+        (``algo.curriculum_ways``, metarun's; see snail.py), at the same cost all through the run."""
+        support, query = embed_tasks(self.embed, batch.support_x, batch.query_x)
+        tasks = keep_ways(TaskBatch(support, batch.support_y, query, batch.query_y), self.ways_now(), self.ways)
+        self.updates += 1
+        support_logits, support_labels, query_logits = self.read_sequences(tasks.support_x, tasks.support_y,
+                                                                           tasks.query_x)
+        loss = self.task_loss(query_logits.flatten(0, 1), tasks.query_y.flatten())
         if self.support_loss:
             loss = loss + self.task_loss(support_logits.flatten(0, 1), support_labels.flatten())
         loss.backward()
-        return self.task_metrics(query_logits.detach().flatten(0, 1), batch.query_y.flatten())
+        return self.task_metrics(query_logits.detach().flatten(0, 1), tasks.query_y.flatten())

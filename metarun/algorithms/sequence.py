@@ -49,3 +49,12 @@ def keep_ways(batch: TaskBatch, ways: int, all_ways: int) -> TaskBatch:
     support_x, support_y = select(batch.support_x, batch.support_y)
     query_x, query_y = select(batch.query_x, batch.query_y)
     return TaskBatch(support_x, support_y, query_x, query_y)
+
+
+def curriculum_ways(start: int | None, ways: int, updates: int, fraction: float, max_steps: int) -> int:
+    """The classes of a task at update ``updates`` of a curriculum that starts at ``start`` (None:
+    no curriculum) and adds classes linearly up to ``ways`` over ``fraction`` of ``max_steps``."""
+    if start is None:
+        return ways
+    progress = updates / max(1.0, fraction * max_steps)
+    return min(ways, round(start + (ways - start) * progress))

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner, Metrics
-from metarun.algorithms.sequence import embed_tasks, in_reading_order, keep_ways
+from metarun.algorithms.sequence import curriculum_ways, embed_tasks, in_reading_order, keep_ways
 from metarun.tasks import Task, TaskBatch
 
 
@@ -135,11 +135,8 @@ class SNAIL(MetaLearner):
         return self.read_sequences(support, task.support_y[None], query)[0]
 
     def ways_now(self) -> int:
-        """The classes of a task at this update: the curriculum's, else all of them."""
-        if self.curriculum_ways is None:
-            return self.ways
-        progress = int(self.updates) / max(1.0, self.curriculum_fraction * self.trainer_cfg.max_steps)
-        return min(self.ways, round(self.curriculum_ways + (self.ways - self.curriculum_ways) * progress))
+        return curriculum_ways(self.curriculum_ways, self.ways, int(self.updates), self.curriculum_fraction,
+                               self.trainer_cfg.max_steps)
 
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
         """The meta-batch's images embedded as one batch (batch norm: the statistics of all of
