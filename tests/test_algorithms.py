@@ -318,7 +318,7 @@ def test_metabaseline_pretrains_a_whole_classifier_then_meta_trains_its_test_cla
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     learner = MetaBaseline(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True), 10,
-                           OmegaConf.create(dict(pretrain_fraction=0.5, temperature_init=10.0)),
+                           OmegaConf.create(dict(pretrain_fraction=0.5, temperature_init=10.0, rotate_support=False)),
                            OmegaConf.create(dict(max_steps=4)))
     batch = TaskBatch(torch.rand(2, 3, 1, 12, 12, generator=generator), torch.arange(3).expand(2, -1),
                       torch.rand(2, 3, 1, 12, 12, generator=generator), torch.arange(3).expand(2, -1),
@@ -389,7 +389,7 @@ def test_metaoptnet_solves_the_svm_dual_exactly_and_differentiates_it(caplog):
 
     torch.manual_seed(0)
     learner = MetaOptNet(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True),
-                         OmegaConf.create(dict(svm_c=0.1, kernel_ridge=1.0, scale_init=1.0, qp_tolerance=1e-9,
+                         OmegaConf.create(dict(svm_c=0.1, kernel_ridge=1.0, scale_init=1.0, rotate_support=False, qp_tolerance=1e-9,
                                                qp_max_iterations=2000, label_smoothing=0.0))).eval()
     support_x = torch.rand(4, 1, 12, 12, generator=generator)
     task = Task(support_x, torch.tensor([2, 0, 3, 1]), support_x[[1, 3]], torch.tensor([0, 1]))
@@ -419,7 +419,7 @@ def test_r2d2_solves_ridge_regression_in_either_form_and_learns_its_penalty():
 
     torch.manual_seed(0)
     learner = R2D2(Conv4(1, 8, 2, 2, 12, channels_last=True, fold_first_batch_norm=True),  # 72 features
-                   OmegaConf.create(dict(ridge_init=1e-6, scale_init=10.0))).eval()
+                   OmegaConf.create(dict(ridge_init=1e-6, scale_init=10.0, rotate_support=False))).eval()
     support_x = torch.rand(4, 1, 12, 12, generator=generator)
     task = Task(support_x, torch.tensor([2, 0, 3, 1]), support_x[[1, 3]], torch.tensor([0, 1]))
     with torch.no_grad():
