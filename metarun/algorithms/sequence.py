@@ -35,8 +35,8 @@ def in_reading_order(support: torch.Tensor, support_y: torch.Tensor, training: b
 
 def keep_ways(batch: TaskBatch, ways: int, all_ways: int) -> TaskBatch:
     """The meta-batch with ``ways`` of each task's ``all_ways`` classes, drawn at random, and their
-    examples (images or features) only. The labels keep their ids, so a network with one output per way learns every
-    output while it is shown fewer classes at a time (a curriculum)."""
+    examples (images or features) only. The labels keep their ids, so a network with one output
+    per way learns every output while it is shown fewer classes at a time (a curriculum)."""
     n_tasks = len(batch)
     if ways >= all_ways:
         return batch
