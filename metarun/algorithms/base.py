@@ -152,7 +152,8 @@ class PerImageFeatures:
             rest = [i for i in range(per_class) if i not in window]
             support, query = by_class[:, window].flatten(0, 1), by_class[:, rest].flatten(0, 1)
             # a view's task: its labels, class-major as its features (the images are not needed again)
-            view_task = Task(support, way_labels.repeat_interleave(shots), query, way_labels.repeat_interleave(len(rest)))
+            view_task = Task(support, way_labels.repeat_interleave(shots),
+                             query, way_labels.repeat_interleave(len(rest)))
             logits.append(self.predict_from_features(view_task, support, query))
             targets.append(view_task.query_y)
         return torch.cat(logits), torch.cat(targets)

@@ -41,7 +41,8 @@ def load_backbone(learner: nn.Module, path: Path, trusted: bool = False) -> None
                           "best.pt): no such file")
     backbone = backbone_of(learner)
     if backbone is None:
-        raise ConfigError(KEY, str(path), f"null for {type(learner).__name__}: it keeps no backbone of its own to start from")
+        raise ConfigError(KEY, str(path), f"null for {type(learner).__name__}: it keeps no backbone of its own "
+                          "to start from")
     wanted = backbone.state_dict()
     parameters = {name for name, _ in backbone.named_parameters()}
     model = load_checkpoint(path, trusted)["model"]
