@@ -151,7 +151,7 @@ class PerImageFeatures:
             window = [(view * shots + i) % per_class for i in range(shots)]
             rest = [i for i in range(per_class) if i not in window]
             support, query = by_class[:, window].flatten(0, 1), by_class[:, rest].flatten(0, 1)
-            # a view's task: its labels, class-major as its features (the images are not needed again)
+            # a view's task, class-major: its features stand for the images (the heads read its labels)
             view_task = Task(support, way_labels.repeat_interleave(shots),
                              query, way_labels.repeat_interleave(len(rest)))
             logits.append(self.predict_from_features(view_task, support, query))
