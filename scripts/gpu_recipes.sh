@@ -6,7 +6,7 @@
 # overrides make them variants of the recipe, shown on rows of their own.
 #   bash scripts/gpu_recipes.sh SECONDS [RECIPE ...]     (default: the list below, in its order)
 #   bash scripts/gpu_recipes.sh 420 maml_omniglot_15min  (one recipe in a 15-minute lease)
-# Seeds: SEEDS="0 1 2" (default 0). A dry run on a CPU: DEVICE=cpu RECORD=0 bash scripts/gpu_recipes.sh 20 RECIPE
+# Seeds: SEEDS="0 1 2" (default 0). A dry run on a CPU: DEVICE=cpu RECORD=0 bash scripts/gpu_recipes.sh 90 RECIPE
 set -euo pipefail
 seconds=${1:?seconds of training per recipe}; shift
 device=${DEVICE:-cuda}
