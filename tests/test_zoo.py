@@ -492,6 +492,17 @@ def test_the_sequence_learners_curriculum_adds_ways_linearly_and_counts_its_upda
     assert "updates" in learner.state_dict()
 
 
+@pytest.mark.parametrize("algo", ["snail", "mann"])
+def test_a_checkpoint_from_before_the_curriculum_loads_with_its_count_at_zero(make_cfg, algo):
+    """Checkpoints of SNAIL and MANN written before the curriculum existed hold no update count;
+    they still load (for mode=eval, predict, a resume), the count at 0."""
+    learner = build_learner(make_cfg(f"algo={algo}", "backbone.channels=8"), "image", (1, 28, 28), None)
+    learner.updates += 7
+    older = {k: v for k, v in learner.state_dict().items() if k != "updates"}
+    learner.load_state_dict(older)
+    assert int(learner.updates) == 0 and "updates" not in older
+
+
 @pytest.mark.parametrize("override, allowed", [("algo.curriculum_ways=1", "from 2 to data.ways"),
                                                ("algo.curriculum_ways=9", "from 2 to data.ways (5)"),
                                                ("algo.curriculum_fraction=2", "a number in [0, 1]")])

@@ -95,7 +95,7 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
         return HEAD_LEARNERS[name](backbone, n_outputs, kind, cfg.algo)
     if name in OPTIMISER_LEARNERS:
         return MetaLSTM(backbone, cfg.data.ways, cfg.algo)
-    if name == "snail":  # (and MANN) its curriculum follows trainer.max_steps
+    if name == "snail":  # SNAIL's and MANN's curriculum of ways follows trainer.max_steps
         return SNAIL(backbone, cfg.data.ways, cfg.data.shots, cfg.algo, cfg.trainer)
     if name == "mann":
         return MANN(backbone, cfg.data.ways, cfg.algo, cfg.trainer)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner, Metrics
-from metarun.algorithms.sequence import curriculum_ways, embed_tasks, in_reading_order, keep_ways
+from metarun.algorithms.sequence import WaysCurriculum, embed_tasks, in_reading_order
 from metarun.tasks import Task, TaskBatch
 
 # keeps the cosine similarity of an all-zero (empty) memory slot finite
@@ -94,14 +94,12 @@ class LRUAMemory(nn.Module):
                 "least_used": self.least_used(usage), "reads": reads}
 
 
-class MANN(MetaLearner):
+class MANN(WaysCurriculum, MetaLearner):
     def __init__(self, backbone: nn.Module, ways: int, cfg, trainer_cfg):
         super().__init__("image")
         self.backbone = backbone
         self.ways = ways
-        self.curriculum_ways, self.curriculum_fraction = cfg.curriculum_ways, float(cfg.curriculum_fraction)
-        self.trainer_cfg = trainer_cfg
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # checkpointed with the model
+        self.init_curriculum(cfg, trainer_cfg)
         self.support_loss = cfg.support_loss
         self.normalize_embedding = cfg.normalize_embedding
         reads = cfg.read_heads * cfg.slot_size
@@ -152,16 +150,11 @@ class MANN(MetaLearner):
         support, query = embed_tasks(self.embed, task.support_x[None], task.query_x[None])
         return self.read_sequences(support, task.support_y[None], query)[2][0]
 
-    def ways_now(self) -> int:
-        return curriculum_ways(self.curriculum_ways, self.ways, int(self.updates), self.curriculum_fraction,
-                               self.trainer_cfg.max_steps)
-
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
         """As SNAIL's: the meta-batch embedded as one batch, then cut to the curriculum's ways
         (``algo.curriculum_ways``, metarun's; see snail.py), at the same cost all through the run."""
         support, query = embed_tasks(self.embed, batch.support_x, batch.query_x)
-        tasks = keep_ways(TaskBatch(support, batch.support_y, query, batch.query_y), self.ways_now(), self.ways)
-        self.updates += 1
+        tasks = self.curriculum_step(TaskBatch(support, batch.support_y, query, batch.query_y))
         support_logits, support_labels, query_logits = self.read_sequences(tasks.support_x, tasks.support_y,
                                                                            tasks.query_x)
         loss = self.task_loss(query_logits.flatten(0, 1), tasks.query_y.flatten())

@@ -51,10 +51,32 @@ def keep_ways(batch: TaskBatch, ways: int, all_ways: int) -> TaskBatch:
     return TaskBatch(support_x, support_y, query_x, query_y)
 
 
-def curriculum_ways(start: int | None, ways: int, updates: int, fraction: float, max_steps: int) -> int:
-    """The classes of a task at update ``updates`` of a curriculum that starts at ``start`` (None:
-    no curriculum) and adds classes linearly up to ``ways`` over ``fraction`` of ``max_steps``."""
-    if start is None:
-        return ways
-    progress = updates / max(1.0, fraction * max_steps)
-    return min(ways, round(start + (ways - start) * progress))
+
+class WaysCurriculum:
+    """Metarun's curriculum of ways for the sequence learners (mixed in before ``MetaLearner``;
+    ``algo.curriculum_ways`` null: none). Meta-training begins on tasks cut to ``curriculum_ways``
+    of their classes and adds classes linearly up to the learner's ``ways`` over the first
+    ``algo.curriculum_fraction`` of ``trainer.max_steps``. The update count is a buffer saved with
+    the checkpoint; a checkpoint written before the curriculum existed has none and loads at 0."""
+
+    def init_curriculum(self, cfg, trainer_cfg) -> None:
+        self.curriculum_ways, self.curriculum_fraction = cfg.curriculum_ways, float(cfg.curriculum_fraction)
+        self.trainer_cfg = trainer_cfg
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def ways_now(self) -> int:
+        """The classes of a task at this update."""
+        if self.curriculum_ways is None:
+            return self.ways
+        progress = int(self.updates) / max(1.0, self.curriculum_fraction * self.trainer_cfg.max_steps)
+        return min(self.ways, round(self.curriculum_ways + (self.ways - self.curriculum_ways) * progress))
+
+    def curriculum_step(self, tasks: TaskBatch) -> TaskBatch:
+        """This update's tasks, cut to the curriculum's ways; counts the update."""
+        cut = keep_ways(tasks, self.ways_now(), self.ways)
+        self.updates += 1
+        return cut
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "updates", torch.zeros((), dtype=torch.long))  # (a copy of the caller's)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -26,7 +26,7 @@ tasks of fewer classes, drawn from each task's, and add classes linearly up to t
 first ``algo.curriculum_fraction`` of ``trainer.max_steps``. Trained 20-way from the start, the
 network stayed at chance (loss ln 20) for all of a 15-minute run's 587 updates: at first attention
 reads every support example alike, and the signal that teaches it to find the query's class falls
-with the number of classes. The update count that sets the ways is a buffer saved with the checkpoint.
+with the number of classes (``WaysCurriculum`` in sequence.py).
 
 A meta-batch is read as one batch of tasks (the blocks take tasks x steps x channels), and the
 embedding sees all its images at once. Embedded task by task, batch norm had trained on the
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarun.algorithms.base import MetaLearner, Metrics
-from metarun.algorithms.sequence import curriculum_ways, embed_tasks, in_reading_order, keep_ways
+from metarun.algorithms.sequence import WaysCurriculum, embed_tasks, in_reading_order
 from metarun.tasks import Task, TaskBatch
 
 
@@ -102,14 +102,12 @@ class AttentionBlock(nn.Module):
         return torch.cat([prefix, read], dim=-1), torch.cat([last, read_last], dim=-1)
 
 
-class SNAIL(MetaLearner):
+class SNAIL(WaysCurriculum, MetaLearner):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, cfg, trainer_cfg):
         super().__init__("image")
         self.backbone = backbone
         self.ways = ways
-        self.curriculum_ways, self.curriculum_fraction = cfg.curriculum_ways, float(cfg.curriculum_fraction)
-        self.trainer_cfg = trainer_cfg
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # checkpointed with the model
+        self.init_curriculum(cfg, trainer_cfg)
         length = ways * shots + 1
         blocks, channels = [], backbone.out_features + ways
         for i, (key_size, value_size) in enumerate(cfg.attention):
@@ -134,18 +132,13 @@ class SNAIL(MetaLearner):
         support, query = embed_tasks(self.backbone, task.support_x[None], task.query_x[None])
         return self.read_sequences(support, task.support_y[None], query)[0]
 
-    def ways_now(self) -> int:
-        return curriculum_ways(self.curriculum_ways, self.ways, int(self.updates), self.curriculum_fraction,
-                               self.trainer_cfg.max_steps)
-
     def meta_train_step(self, batch: TaskBatch) -> Metrics:
         """The meta-batch's images embedded as one batch (batch norm: the statistics of all of
         them; see the top), then each task cut to the curriculum's ways. Cut after the embedding,
         an update costs the same all through the run, so ``trainer.fit_max_steps``, which times
         the first updates, fits the budget."""
         support, query = embed_tasks(self.backbone, batch.support_x, batch.query_x)
-        tasks = keep_ways(TaskBatch(support, batch.support_y, query, batch.query_y), self.ways_now(), self.ways)
-        self.updates += 1
+        tasks = self.curriculum_step(TaskBatch(support, batch.support_y, query, batch.query_y))
         logits = self.read_sequences(tasks.support_x, tasks.support_y, tasks.query_x).flatten(0, 1)
         self.task_loss(logits, tasks.query_y.flatten()).backward()
         return self.task_metrics(logits.detach(), tasks.query_y.flatten())
