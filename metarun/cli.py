@@ -31,7 +31,8 @@ from metarun.engine.init_backbone import load_backbone
 from metarun.data import lake_runs
 from metarun.engine.evaluate import evaluate, score_tasks
 from metarun.engine.reproducibility import deterministic_gpu_kernels, seed_everything
-from metarun.engine.run_dir import RunDirError, RunDirLock, check_resume, record_resume, write_run_config
+from metarun.engine.run_dir import (EarlierRunError, RunDirError, RunDirLock, check_resume, record_resume,
+                                    write_run_config)
 from metarun.engine.run_logger import RunLogger
 from metarun.engine.stats import mean_ci95, primary, scalar_name
 from metarun.engine.trainer import Trainer
@@ -158,9 +159,7 @@ def refuse_earlier_run(run_dir: Path) -> None:
     result: its curves and results would mix with the earlier run's."""
     for earlier in (run_dir / "checkpoints" / "last.pt", run_dir / "results.json"):
         if earlier.exists():
-            raise ConfigError("hydra.run.dir", str(run_dir), f"a directory without an earlier run (it holds "
-                              f"{earlier.relative_to(run_dir)}): continue that run with trainer.resume=true, "
-                              "or start this one elsewhere")
+            raise EarlierRunError(run_dir, earlier)
 
 
 def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_name: str | None,
@@ -311,9 +310,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
                 sys.exit(2)
             raise
         summary = f"metarun: error: {e}" if isinstance(e, MetarunError) else traceback.format_exc()
-        # a run dir held by another run, or holding an earlier one, is not this run's to write
-        refused_dir = isinstance(e, RunDirError) or (isinstance(e, ConfigError) and e.key == "hydra.run.dir")
-        if not refused_dir:
+        if not isinstance(e, RunDirError):  # (a run dir another run holds or held is not this run's to write)
             # the reason stays with the run, for metarun-compare and for whoever resumes it; a
             # run that failed before its config was written (a refused key) is listed all the same
             (run_dir / ERROR_FILE).write_text(summary + "\n")

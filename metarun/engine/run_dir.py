@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from metarun.errors import MetarunError
+from metarun.errors import ConfigError, MetarunError
 
 LOCK_FILE = ".lock"
 RESUMES_FILE = "resumes.jsonl"
@@ -32,6 +32,16 @@ CONTINUATION_KEYS = ("trainer.resume", "trainer.ckpt_path")
 class RunDirError(MetarunError):
     """The run directory is not this process's to write: another run holds it, or resuming
     would change what the run trained. Nothing of the run directory is touched."""
+
+
+class EarlierRunError(ConfigError, RunDirError):
+    """``hydra.run.dir`` holds an earlier run that a new run may not mix with: a refused key, and
+    like every RunDirError, nothing of that directory is touched."""
+
+    def __init__(self, run_dir: Path, earlier: Path):
+        super().__init__("hydra.run.dir", str(run_dir), f"a directory without an earlier run (it holds "
+                         f"{earlier.relative_to(run_dir)}): continue that run with trainer.resume=true, "
+                         "or start this one elsewhere")
 
 
 class RunDirLock:
