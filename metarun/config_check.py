@@ -283,6 +283,17 @@ def check_optimizer(cfg) -> None:
     if optimizer.nesterov and not momentum:
         raise ConfigError("algo.optimizer.nesterov", True, "false with algo.optimizer.momentum=0 "
                           "(Nesterov's form needs momentum > 0)")
+    factors = optimizer.get("lr_factors", {})
+    if not isinstance(factors, (DictConfig, dict)):
+        raise ConfigError("algo.optimizer.lr_factors", factors, "a mapping of the learner's modules to factors of "
+                          "algo.optimizer.lr, e.g. {set_function: 10} ({} : one rate for all)")
+    for module, factor in factors.items():
+        if not is_number(factor) or not 0 < factor < math.inf:
+            raise ConfigError(f"algo.optimizer.lr_factors.{module}", factor, "a positive number (a factor of algo.optimizer.lr)")
+    scheduler = cfg.algo.get("scheduler")
+    if factors and scheduler is not None and scheduler.name == "cosine" and scheduler.end_factor:
+        raise ConfigError("algo.scheduler.end_factor", scheduler.end_factor, "null with algo.optimizer.lr_factors "
+                          "(a cosine schedule's floor is one rate for all parameter groups; use name=piecewise or linear)")
 
 
 def check_booleans(cfg, keys) -> None:
@@ -327,8 +338,19 @@ def check_folder(cfg) -> None:
     check_integers(cfg, ("data.image_size",), 1)
 
 
+def check_init_backbone(trainer) -> None:
+    """A fresh run that starts from another run's backbone needs that checkpoint now, before any
+    data is loaded (a resumed run has the weights in its own checkpoint). A two-stage recipe holds
+    a placeholder path until the user names stage 1's checkpoint."""
+    path = trainer.init_backbone
+    if path is not None and not trainer.resume and not Path(path).expanduser().is_file():
+        raise ConfigError("trainer.init_backbone", path, "the path of the checkpoint whose backbone this run "
+                          "starts from (<stage-1 run dir>/checkpoints/last.pt): no such file")
+
+
 def validate_config(cfg) -> None:
     check_choices(cfg, CHOICES)
+    check_init_backbone(cfg.trainer)
     check_supports(cfg.algo.name, cfg.data.name, cfg.data.kind)
     if cfg.data.name == "omniglot":
         check_choices(cfg, OMNIGLOT_CHOICES)

@@ -200,6 +200,7 @@ SETTINGS_ADDED_LATER = {
     "algo.curriculum_fraction": 0.5,
     "algo.rotate_support": False,  # 2026-12-07: R2-D2's, MetaOptNet's and Meta-Baseline's too
     "trainer.init_backbone": None,  # 2026-12-07: a run that starts from another run's backbone
+    "algo.optimizer.lr_factors": {},  # 2026-12-07: a rate of their own for some modules (FEAT's set function)
 }
 
 

@@ -108,7 +108,7 @@ def test_maml_lake_experiment_is_the_measured_recipe(make_cfg):
      "algo.scheduler.factors=[0.1,0.01]", "algo.scheduler.milestones"),
     ("algo.scheduler.name=piecewise algo.scheduler.total_steps=10 algo.scheduler.milestones=[0.5] "
      "algo.scheduler.factors=[0.1,0.01]", "algo.scheduler.factors"),
-    ("backbone.readout=max", "backbone.readout"),
+    ("backbone.readout=sum", "backbone.readout"),
     ("algo=metaoptnet algo.label_smoothing=0.9", "algo.label_smoothing"),
     ("algo=imaml algo.inner_form=newton", "algo.inner_form"),
     ("algo=imaml algo.cg_damping=-1", "algo.cg_damping"),
@@ -207,6 +207,43 @@ def test_piecewise_schedule_and_nesterov_sgd_are_metaoptnets(make_cfg):
         scheduler.step()
     expected = [0.1] * 20 + [0.1 * 0.06] * 20 + [0.1 * 0.012] * 10 + [0.1 * 0.0024] * 10
     assert rates == pytest.approx(expected)
+
+
+def test_lr_factors_give_named_modules_their_own_rate(make_cfg):
+    """FEAT's second stage: the set function at 10x the rate of its pre-trained backbone; the
+    schedule scales every group alike."""
+    import torch
+    from metarun.algorithms import build_learner
+    from metarun.engine.trainer import build_optimizer, build_scheduler
+    cfg = make_cfg("algo=feat", "algo.optimizer.lr=0.0002", "+algo.optimizer.lr_factors.set_function=10",
+                   "algo.scheduler.step_size=2")
+    validate_config(cfg)
+    learner = build_learner(cfg, "image", (1, 28, 28), None)
+    optimizer = build_optimizer(learner, cfg.algo.optimizer)
+    rest, set_function = optimizer.param_groups
+    assert {id(p) for p in set_function["params"]} == {id(p) for p in learner.set_function.parameters()}
+    assert {id(p) for p in rest["params"]} == {id(p) for p in learner.backbone.parameters()}
+    scheduler = build_scheduler(optimizer, cfg.algo.scheduler)
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    assert (rest["lr"], set_function["lr"]) == pytest.approx((0.0001, 0.001))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("+algo.optimizer.lr_factors.attention=10",), "algo.optimizer.lr_factors.attention=10 is not allowed: a key "
+     "naming a module of the learner with trained parameters: backbone, set_function"),
+    (("+algo.optimizer.lr_factors.set_function=-1",), "algo.optimizer.lr_factors.set_function=-1 is not allowed: a positive number"),
+    (("+algo.optimizer.lr_factors.set_function=10", "algo.scheduler.name=cosine", "algo.scheduler.total_steps=10",
+      "algo.scheduler.end_factor=0.1"), "algo.scheduler.end_factor=0.1 is not allowed: null with algo.optimizer.lr_factors"),
+])
+def test_lr_factors_errors_name_the_key(make_cfg, overrides, message):
+    from metarun.algorithms import build_learner
+    from metarun.engine.trainer import build_optimizer
+    cfg = make_cfg("algo=feat", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+        build_optimizer(build_learner(cfg, "image", (1, 28, 28), None), cfg.algo.optimizer)
 
 
 def test_cosine_schedule_decays_to_zero_at_total_steps(make_cfg):

@@ -35,8 +35,27 @@ from metarun.tasks import TaskBatch
 log = logging.getLogger("metarun")
 
 
+def parameter_groups(learner: torch.nn.Module, lr: float, lr_factors) -> list[dict]:
+    """The learner's trained parameters, one group per module named in ``lr_factors`` (its rate
+    ``lr`` x the factor; FEAT's set function at 10x its pre-trained backbone) and one for the rest
+    at ``lr``. A name that is no module of the learner is a ConfigError naming the ones there are."""
+    trained = [(name, p) for name, p in learner.named_parameters() if p.requires_grad]
+    groups, taken = [], set()
+    for module, factor in (lr_factors or {}).items():
+        members = [(name, p) for name, p in trained
+                   if (name == module or name.startswith(module + ".")) and name not in taken]
+        if not members:
+            modules = sorted({name.split(".")[0] for name, _ in trained})
+            raise ConfigError(f"algo.optimizer.lr_factors.{module}", factor,
+                              f"a key naming a module of the learner with trained parameters: {', '.join(modules)}")
+        groups.append({"params": [p for _, p in members], "lr": lr * factor})
+        taken.update(name for name, _ in members)
+    rest = [p for name, p in trained if name not in taken]
+    return [{"params": rest, "lr": lr}] + groups if rest else groups
+
+
 def build_optimizer(learner: MetaLearner, cfg) -> torch.optim.Optimizer:
-    params = [p for p in learner.parameters() if p.requires_grad]
+    params = parameter_groups(learner, cfg.lr, cfg.get("lr_factors"))
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":
