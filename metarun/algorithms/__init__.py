@@ -83,7 +83,7 @@ def build_learner(cfg, kind: str, input_shape: tuple[int, ...], n_train_classes:
     if name == "metanas":
         space = cfg.algo.search_space
         network = CellNetwork(input_shape[0], space.channels, space.layers, list(space.reduction_layers),
-                              space.nodes, space.stem_multiplier)
+                              space.nodes, space.stem_multiplier, channels_last=space.channels_last)
         return MetaNAS(network, cfg.data.ways, cfg.algo, cfg.trainer)
     backbone = build_backbone(cfg.backbone, input_shape)
     if kind in ("navigation", "gym"):

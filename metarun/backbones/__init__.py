@@ -34,7 +34,8 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
     if cfg.name == "genotype":
         genotype = genotype_of(cfg)
         return CellNetwork(input_shape[0], cfg.channels, cfg.layers, list(cfg.reduction_layers),
-                           len(genotype["normal"]), cfg.stem_multiplier, genotype=genotype)
+                           len(genotype["normal"]), cfg.stem_multiplier, genotype=genotype,
+                           channels_last=cfg.channels_last)
     if cfg.name == "mlp":
         return MLP(in_features=input_shape[0], hidden=list(cfg.hidden))
     if cfg.name == "gru":
