@@ -216,7 +216,7 @@ def run_locked(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, device_
         return evaluate_checkpoint(cfg, learner, sources, device, run_dir, tested_state) if main else None
 
     if state is None and cfg.trainer.init_backbone:
-        load_backbone(learner, Path(cfg.trainer.init_backbone), cfg.trainer.trust_checkpoint)
+        load_backbone(learner, Path(cfg.trainer.init_backbone).expanduser(), cfg.trainer.trust_checkpoint)
     trainer = Trainer(cfg, learner, sources, run_dir, device, ranks,
                       on_config_change=lambda: write_run_config(run_dir, cfg, hydra_cfg) if main else None)
     if state is not None:

@@ -171,3 +171,15 @@ def test_strided_conv4_is_mamls_omniglot_network():
     torch.testing.assert_close(strided(x), maps.mean((2, 3)))
     flat = Conv4(1, 8, 4, 4, 28, channels_last=False, fold_first_batch_norm=False, downsample="stride")
     assert flat(torch.rand(3, 1, 28, 28)).shape == (3, 32) == (3, flat.out_features)
+
+
+def test_max_readout_is_feats_convnet():
+    """backbone.readout=max: each channel's largest value over the last maps (FEAT's ConvNet,
+    84x84 -> 5x5 maps -> 64 features)."""
+    from metarun.backbones.conv4 import Conv4
+    torch.manual_seed(0)
+    network = Conv4(3, 8, 4, 4, 84, channels_last=True, fold_first_batch_norm=True, readout="max").eval()
+    x = torch.rand(4, 3, 84, 84)
+    maps = network.feature_map(x)
+    assert maps.shape == (4, 8, 5, 5) and network.out_features == 8
+    torch.testing.assert_close(network(x), maps.flatten(2).max(-1).values)

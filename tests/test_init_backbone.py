@@ -7,6 +7,7 @@ import torch
 
 from metarun.algorithms import build_learner
 from metarun.cli import run
+from metarun.config_check import validate_config
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.init_backbone import load_backbone
 from metarun.errors import ConfigError
@@ -61,7 +62,14 @@ def test_a_checkpoint_of_another_backbone_is_refused_naming_the_key(make_cfg, pr
     assert error.value.key == "trainer.init_backbone" and says in str(error.value)
 
 
-def test_a_missing_checkpoint_is_a_one_line_error(make_cfg, tmp_path):
+def test_a_missing_checkpoint_is_a_one_line_error_before_the_data(make_cfg, tmp_path):
+    """The start checks name the key (a run fails before it loads any data); a resumed run does
+    not need the file (its own checkpoint holds the weights)."""
+    missing = tmp_path / "nothing.pt"
+    cfg = make_cfg("algo=protonet", *SMALL, f"trainer.init_backbone={missing}")
+    with pytest.raises(ConfigError, match=r"trainer.init_backbone='.*nothing.pt' is not allowed: .*no such file"):
+        validate_config(cfg)
+    validate_config(make_cfg("algo=protonet", *SMALL, f"trainer.init_backbone={missing}", "trainer.resume=true"))
     learner = build_learner(make_cfg("algo=protonet", *SMALL), "image", (1, 28, 28), None)
     with pytest.raises(ConfigError, match="no such file"):
-        load_backbone(learner, tmp_path / "nothing.pt")
+        load_backbone(learner, missing)

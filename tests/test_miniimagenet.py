@@ -14,7 +14,7 @@ from PIL import Image
 import metarun
 from conftest import short_protonet_run
 from metarun.data import build_sources
-from metarun.errors import DataError
+from metarun.errors import ConfigError, DataError
 from metarun.registry import EXPERIMENTS
 
 CLASSES = {"train": ["n01532829", "n01558993", "n01704323"], "val": ["n01855672", "n02091244"],
@@ -118,7 +118,8 @@ def test_a_run_on_mini_imagenet_files(cli, tmp_path):
     assert results["mean"] > 0.8
 
 
-MINI_RECIPES = sorted(p.stem for p in EXPERIMENTS.glob("*miniimagenet*.yaml"))
+# FEAT's two stages chain (below); the others are one run each
+MINI_RECIPES = sorted(p.stem for p in EXPERIMENTS.glob("*miniimagenet*.yaml") if not p.stem.startswith("feat_"))
 
 
 @pytest.mark.parametrize("recipe", MINI_RECIPES)
@@ -134,3 +135,22 @@ def test_each_mini_imagenet_recipe_trains(tmp_path, recipe):
                            "trainer.val_every=0", "eval.episodes=2", "trainer.progress=false", "device=cpu"],
                           run_dir=tmp_path / "run")
     assert (results["algo"], results["data"], results["step"]) == (recipe.split("_")[0], "miniimagenet", 2)
+
+
+def test_feats_two_stage_recipe_chains(tmp_path):
+    """FEAT's mini-ImageNet recipe: stage 1 pre-trains the ConvNet by whole classification,
+    stage 2 starts from its backbone (and refuses to start without it) with the set function at
+    10x the backbone's rate."""
+    write_pickle_layout(tmp_path / "mini")
+    tiny = [*TINY, f"data.root={tmp_path / 'mini'}", "data.ways=2", "data.queries=3", "trainer.max_steps=2",
+            "eval.episodes=2", "trainer.progress=false", "device=cpu", "trainer.val_every=0"]
+    with pytest.raises(ConfigError, match=r"trainer.init_backbone='<stage-1 run dir>/checkpoints/last.pt' is not allowed: the path of the checkpoint"):
+        metarun.run(["+experiment=feat_miniimagenet_conv4", *tiny], run_dir=tmp_path / "refused")
+    stage1 = metarun.run(["+experiment=feat_miniimagenet_conv4_stage1", *tiny, "algo.episode.ways=3",
+                          "algo.fine_tune.epochs=2"], run_dir=tmp_path / "stage1")
+    assert (stage1["algo"], stage1["step"]) == ("baseline", 2)
+    checkpoint = tmp_path / "stage1" / "checkpoints" / "last.pt"
+    stage2 = metarun.run(["+experiment=feat_miniimagenet_conv4", *tiny, f"trainer.init_backbone={checkpoint}",
+                          "algo.episode.ways=2", "algo.episode.shots=2", "algo.episode.queries=2"],
+                         run_dir=tmp_path / "stage2")
+    assert (stage2["algo"], stage2["step"]) == ("feat", 2)

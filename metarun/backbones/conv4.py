@@ -118,7 +118,7 @@ def update_running_averages(norm: nn.modules.batchnorm._BatchNorm, mean: torch.T
 # how a block halves its maps (backbone.downsample)
 DOWNSAMPLING = ("max_pool", "stride")
 # how the last maps become the feature vector (backbone.readout)
-READOUTS = ("flatten", "mean")
+READOUTS = ("flatten", "mean", "max")
 
 
 class Conv4(nn.Module):
@@ -130,7 +130,8 @@ class Conv4(nn.Module):
     ``readout="mean"`` averages the last maps over their positions instead of flattening them:
     both together are the network of MAML's Omniglot code (Finn et al. 2017, Sec. 5.2: "strided
     convolutions instead of max-pooling"; 28 -> 14 -> 7 -> 4 -> 2, then the mean of the 2x2 map),
-    about a quarter of the max-pool form's multiply-adds on 28x28 images."""
+    about a quarter of the max-pool form's multiply-adds on 28x28 images. ``readout="max"`` keeps
+    each channel's largest value (FEAT's ConvNet on 84x84 images: a 5x5 max-pool of the last maps)."""
 
     def __init__(self, in_channels: int, channels: int, blocks: int, pooled_blocks: int,
                  image_size: int, channels_last: bool, fold_first_batch_norm: bool,
@@ -151,7 +152,7 @@ class Conv4(nn.Module):
         for _ in range(min(blocks, pooled_blocks)):
             side = side // 2 if downsample == "max_pool" else (side + 1) // 2
         self.out_shape = (channels, side, side)
-        self.out_features = channels if readout == "mean" else channels * side * side
+        self.out_features = channels * side * side if readout == "flatten" else channels
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -160,4 +161,6 @@ class Conv4(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.feature_map(x)
-        return maps.mean((2, 3)) if self.readout == "mean" else maps.flatten(1)
+        if self.readout == "mean":
+            return maps.mean((2, 3))
+        return maps.amax((2, 3)) if self.readout == "max" else maps.flatten(1)
