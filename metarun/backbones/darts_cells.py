@@ -114,7 +114,8 @@ class CellNetwork(nn.Module):
     """The search network (``genotype=None``: mixed edges, architecture parameters, a softmax
     ``temperature`` and optional ``masks`` of pruned operations) or a genotype's fixed network.
     ``channels_last``: weights and maps in NHWC memory layout (same function; a forward and
-    backward pass of the 4-channel search network 1.4x faster on a 2-core CPU)."""
+    backward pass of the 4-channel search network 1.16x faster on 2 threads, 1.44x on 1:
+    scripts/bench_metanas.py)."""
 
     def __init__(self, in_channels: int, channels: int, layers: int, reduction_layers, nodes: int,
                  stem_multiplier: int, primitives=PRIMITIVES, genotype: dict | None = None,
