@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from metarun.engine.run_dir import flatten
+from metarun.engine.run_dir import SETTINGS_ADDED_LATER, flatten
 from metarun.errors import MetarunError
 from metarun.paper_results import PAPER_RESULTS
 
@@ -182,26 +182,6 @@ def score(results: dict) -> tuple[float, float, str]:
 
 def machine_of(environment: dict) -> str:
     return environment["gpu"] or f"{environment['cpu']}, {environment['cpu_cores']} cores"
-
-
-# Settings added to the configs after runs had been recorded, each with the value that those runs
-# had in effect (the behaviour before the key existed). A fingerprint leaves such a setting out
-# while it has that value, so that adding the key with that default keeps the registry's runs
-# current, while a run that sets another value is a variant of its own.
-SETTINGS_ADDED_LATER = {
-    "backbone.downsample": "max_pool",  # 2026-12-07: Conv4's strided form
-    "backbone.readout": "flatten",
-    "algo.optimizer.momentum": 0.0,  # 2026-12-07: SGD's momentum, Nesterov, the piecewise schedule
-    "algo.optimizer.nesterov": False,
-    "algo.scheduler.milestones": None,
-    "algo.scheduler.factors": None,
-    "algo.label_smoothing": 0.0,
-    "algo.curriculum_ways": None,  # 2026-12-07: SNAIL's curriculum of ways
-    "algo.curriculum_fraction": 0.5,
-    "algo.rotate_support": False,  # 2026-12-07: R2-D2's, MetaOptNet's and Meta-Baseline's too
-    "trainer.init_backbone": None,  # 2026-12-07: a run that starts from another run's backbone
-    "algo.optimizer.lr_factors": {},  # 2026-12-07: a rate of their own for some modules (FEAT's set function)
-}
 
 
 def trained_settings(entry: dict) -> dict[str, object]:

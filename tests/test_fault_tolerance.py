@@ -20,7 +20,7 @@ from metarun.data.omniglot import load_cached
 from metarun.data_check import check
 from metarun.engine.checkpoint import atomic_save, load_checkpoint
 from metarun.engine.divergence import all_finite
-from metarun.engine.run_dir import RunDirError, RunDirLock
+from metarun.engine.run_dir import RunDirError, RunDirLock, check_resume
 from metarun.errors import ConfigError, DataError, MetarunError
 from test_resume import assert_same_parameters
 
@@ -85,6 +85,17 @@ def test_resuming_with_other_settings_of_what_is_trained_is_refused_and_touches_
         run(make_cfg(*SINUSOID, f"trainer.ckpt_path={run_dir / 'checkpoints' / 'last.pt'}",
                      "algo.optimizer.lr=1e30"), tmp_path / "other")
 
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_while_the_setting_keeps_the_behaviour_it_had(tmp_path):
+    """A checkpoint written before metarun had a key (algo.optimizer.lr_factors, algo.curriculum_ways)
+    resumes under the key's default, the behaviour the run had; another value is a change."""
+    saved = {"algo": {"name": "snail", "optimizer": {"lr": 0.001}}}
+    now = {"algo": {"name": "snail", "optimizer": {"lr": 0.001, "lr_factors": {}}, "curriculum_ways": None}}
+    assert check_resume(tmp_path / "last.pt", saved, now) == {}
+    now["algo"]["curriculum_ways"] = 5
+    with pytest.raises(RunDirError, match="algo.curriculum_ways: None in the checkpoint, 5 now"):
+        check_resume(tmp_path / "last.pt", saved, now)
 
 def test_a_finished_run_continued_with_more_steps_trains_on_and_records_the_change(make_cfg, tmp_path):
     straight, continued = tmp_path / "straight", tmp_path / "continued"

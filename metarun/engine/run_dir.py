@@ -28,6 +28,26 @@ CHANGEABLE_KEYS = ("mode", "optimized_metric", "data.root", "data.source", "data
 # how a run is continued, not what it does: never listed as a change
 CONTINUATION_KEYS = ("trainer.resume", "trainer.ckpt_path")
 
+# Settings added to the configs after runs had been recorded or checkpointed, each with the value
+# those runs had in effect (the behaviour before the key existed). The registry's fingerprint leaves
+# such a setting out while it has that value, so that adding the key keeps recorded runs current
+# (a run that sets another value is a variant of its own); a resume of a checkpoint written before
+# the key existed is no change while the key has that value.
+SETTINGS_ADDED_LATER = {
+    "backbone.downsample": "max_pool",  # 2026-12-07: Conv4's strided form
+    "backbone.readout": "flatten",
+    "algo.optimizer.momentum": 0.0,  # 2026-12-07: SGD's momentum, Nesterov, the piecewise schedule
+    "algo.optimizer.nesterov": False,
+    "algo.scheduler.milestones": None,
+    "algo.scheduler.factors": None,
+    "algo.label_smoothing": 0.0,
+    "algo.curriculum_ways": None,  # 2026-12-07: SNAIL's curriculum of ways
+    "algo.curriculum_fraction": 0.5,
+    "algo.rotate_support": False,  # 2026-12-07: R2-D2's, MetaOptNet's and Meta-Baseline's too
+    "trainer.init_backbone": None,  # 2026-12-07: a run that starts from another run's backbone
+    "algo.optimizer.lr_factors": {},  # 2026-12-07: a rate of their own for some modules (FEAT's set function)
+}
+
 
 class RunDirError(MetarunError):
     """The run directory is not this process's to write: another run holds it, or resuming
@@ -101,7 +121,12 @@ def changed_settings(saved: dict, current: dict) -> dict[str, tuple[object, obje
     key -> (saved value, present value); a key missing on one side is None there."""
     before, now = flatten(saved), flatten(current)
     return {key: (before.get(key), now.get(key)) for key in sorted(before.keys() | now.keys())
-            if before.get(key) != now.get(key) and key not in CONTINUATION_KEYS}
+            if before.get(key) != now.get(key) and key not in CONTINUATION_KEYS and not added_as_it_was(key, before, now)}
+
+
+def added_as_it_was(key: str, before: dict, now: dict) -> bool:
+    """A key the saved config predates, whose present value is what the run had in effect then."""
+    return key not in before and key in SETTINGS_ADDED_LATER and now[key] == SETTINGS_ADDED_LATER[key]
 
 
 def changeable(key: str) -> bool:
