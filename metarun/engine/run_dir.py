@@ -24,7 +24,8 @@ RESUMES_FILE = "resumes.jsonl"
 # where its files are. The rest (algorithm, backbone, data, seed) define what is trained.
 CHANGEABLE_PREFIXES = ("trainer.", "eval.", "device.", "paths.")
 CHANGEABLE_KEYS = ("mode", "optimized_metric", "data.root", "data.source", "data.download_url",
-                   "data.ways", "data.shots", "data.queries")  # data.{ways,...}: the test episodes' shape
+                   "data.ways", "data.shots", "data.queries",  # data.{ways,...}: the test episodes' shape
+                   "backbone.channels_last", "algo.search_space.channels_last")  # memory layout: the same function
 # how a run is continued, not what it does: never listed as a change
 CONTINUATION_KEYS = ("trainer.resume", "trainer.ckpt_path")
 
