@@ -199,7 +199,13 @@ def trained_settings(entry: dict) -> dict[str, object]:
     algo = dict(config["algo"])
     if "trained_config" in entry:  # how a mode=eval run tested: its own test-time keys (algo.eval_inner_steps...)
         algo |= {k: v for k, v in entry["config"]["algo"].items() if k.startswith("eval_")}
-    flat = flatten({"algo": algo, "backbone": config["backbone"], "data": data, "trainer": trainer})
+    backbone = dict(config["backbone"])
+    if backbone.get("genotype") != "random":  # the settings of a draw that did not happen
+        for key in ("random_seed", "random_nodes"):
+            backbone.pop(key, None)
+    elif backbone.get("random_seed") == config.get("seed"):  # a cell of its own per seed, averaged as seeds are
+        backbone["random_seed"] = "the run's seed"
+    flat = flatten({"algo": algo, "backbone": backbone, "data": data, "trainer": trainer})
     flat.pop("algo.scheduler.total_steps", None)
     flat = {k: v for k, v in flat.items() if k not in SETTINGS_ADDED_LATER or v != SETTINGS_ADDED_LATER[k]}
     # 25 from an override and 25.0 from a YAML file are one setting

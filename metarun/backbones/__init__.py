@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from metarun.backbones.conv4 import Conv4
-from metarun.backbones.darts_cells import CellNetwork, read_genotype
+from metarun.backbones.darts_cells import CellNetwork, random_genotype, read_genotype
 from metarun.backbones.gru import GRUCore
 from metarun.backbones.mlp import MLP
 from metarun.backbones.resnet12 import ResNet12
@@ -44,10 +44,15 @@ def build_backbone(cfg, input_shape: tuple[int, ...]) -> nn.Module:
 
 
 def genotype_of(cfg) -> dict:
-    """backbone.genotype's file, read and checked, or a one-line error naming the key or file."""
+    """backbone.genotype's file, read and checked, the cell pair drawn for ``random``, or a
+    one-line error naming the key or file."""
     if not cfg.genotype:
         raise ConfigError("backbone.genotype", cfg.genotype, "the genotype.json a MetaNAS run wrote "
-                          "(<run dir>/checkpoints/genotype.json)")
+                          "(<run dir>/checkpoints/genotype.json), or random")
+    if cfg.genotype == "random":
+        if not isinstance(cfg.random_nodes, int) or cfg.random_nodes < 1:
+            raise ConfigError("backbone.random_nodes", cfg.random_nodes, "an integer >= 1: intermediate nodes a cell")
+        return random_genotype(cfg.random_nodes, int(cfg.random_seed))
     try:
         return read_genotype(cfg.genotype)
     except FileNotFoundError:

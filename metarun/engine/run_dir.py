@@ -29,11 +29,18 @@ CHANGEABLE_KEYS = ("mode", "optimized_metric", "data.root", "data.source", "data
 # how a run is continued, not what it does: never listed as a change
 CONTINUATION_KEYS = ("trainer.resume", "trainer.ckpt_path")
 
+
+def unless_random_genotype(now: dict) -> bool:
+    """A random genotype's settings were in effect in no run before they existed: a run that
+    predates them drew no random cell, so any value of theirs is what it had."""
+    return now.get("backbone.genotype") != "random"
+
+
 # Settings added to the configs after runs had been recorded or checkpointed, each with the value
 # those runs had in effect (the behaviour before the key existed). The registry's fingerprint leaves
 # such a setting out while it has that value, so that adding the key keeps recorded runs current
 # (a run that sets another value is a variant of its own); a resume of a checkpoint written before
-# the key existed is no change while the key has that value.
+# the key existed is no change while the key has that value (or, for a predicate, while it holds).
 SETTINGS_ADDED_LATER = {
     "backbone.downsample": "max_pool",  # 2026-12-07: Conv4's strided form
     "backbone.readout": "flatten",
@@ -47,6 +54,8 @@ SETTINGS_ADDED_LATER = {
     "algo.rotate_support": False,  # 2026-12-07: R2-D2's, MetaOptNet's and Meta-Baseline's too
     "trainer.init_backbone": None,  # 2026-12-07: a run that starts from another run's backbone
     "algo.optimizer.lr_factors": {},  # 2026-12-07: a rate of their own for some modules (FEAT's set function)
+    "backbone.random_seed": unless_random_genotype,  # 2026-12-07: backbone.genotype=random
+    "backbone.random_nodes": unless_random_genotype,
 }
 
 
@@ -126,8 +135,12 @@ def changed_settings(saved: dict, current: dict) -> dict[str, tuple[object, obje
 
 
 def added_as_it_was(key: str, before: dict, now: dict) -> bool:
-    """A key the saved config predates, whose present value is what the run had in effect then."""
-    return key not in before and key in SETTINGS_ADDED_LATER and now[key] == SETTINGS_ADDED_LATER[key]
+    """A key the saved config predates, whose present value is what the run had in effect then
+    (the value it was added with, or any value a predicate of the present settings allows)."""
+    if key in before or key not in SETTINGS_ADDED_LATER:
+        return False
+    then = SETTINGS_ADDED_LATER[key]
+    return then(now) if callable(then) else now[key] == then
 
 
 def changeable(key: str) -> bool:
