@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +227,17 @@ def trained_in(members: list[dict]) -> str:
     return f", {' and '.join(known)}" if known else ""
 
 
+# overrides that run a recipe as it is (its seed, how it is shown and tested), not a variant of it
+NOT_A_VARIANT = ("seed", "mode", "trainer.progress", "trainer.ckpt_path", "experiment", "+experiment")
+
+
+def variant_command(entry: dict) -> str:
+    """The overrides that make an entry a variant of its recipe (``backbone.genotype=random``)."""
+    kept = [o for o in entry["overrides"]
+            if o.split("=", 1)[0] not in NOT_A_VARIANT and not o.startswith(("data.", "hydra."))]
+    return " ".join(kept) or "no override"
+
+
 def variant_labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
     """For recipes with several variants in the table, each variant's settings that differ
     between them (``algo.similarity_scale=25``), by group key."""
@@ -357,6 +368,39 @@ def paired_against_best(runs_by_recipe: dict[str, list[dict]]) -> dict[str, str]
     return cells
 
 
+def variants(entries: list[dict], recipe: str) -> str:
+    """One recipe's variants side by side, a table per test shape: each variant's mean over its
+    seeds (each seed's figure too), its parameters, and a paired t-test against the shape's best
+    variant on the same test episodes (issue 30's comparison of a searched cell with random cells
+    and Conv4 is one recipe run three ways)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for entry in entries:
+        if recipe_name(entry) == recipe:
+            groups[(setting_of(entry["results"]), variant_command(entry), variant_of(entry))].append(entry)
+    if not groups:
+        raise MetarunError(f"no recorded run of the recipe {recipe!r} in {REGISTRY}")
+    repeated = Counter(key[:2] for key in groups)
+    label = {key: key[1] + (f" (settings {key[2]})" if repeated[key[:2]] > 1 else "") for key in groups}
+    shape = {key[0]: (runs[0]["results"].get("ways") or 0, runs[0]["results"].get("shots") or 0) for key, runs in groups.items()}
+    lines = []
+    for setting in sorted(shape, key=lambda s: (shape[s], s)):
+        members = {label[key]: groups[key] for key in sorted(groups) if key[0] == setting}
+        against_best = paired_against_best(members)
+        lines += [f"**{setting}**", "", "| variant | parameters | mean over seeds (each seed ± 95% CI) | paired test |",
+                  "|---|---|---|---|"]
+        for name, runs in sorted(members.items(), key=lambda item: -np.mean([score(e["results"])[0] for e in item[1]])):
+            runs.sort(key=lambda e: e["results"]["seed"])
+            scores = [score(e["results"]) for e in runs]
+            each = ", ".join(f"{v:.2f} ± {c:.2f}" for v, c, _ in scores)
+            params = sorted({e["results"]["params"] for e in runs})
+            count = f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"
+            mean = np.mean([v for v, _, _ in scores])
+            lines.append(f"| `{name}` | {count} | **{mean:.2f}{scores[0][2]}** ({len(runs)} seed{'s' * (len(runs) > 1)}: {each}) "
+                         f"| {against_best.get(name, '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def shapes_a_recipe_tests(config: dict) -> tuple[tuple[int, int], ...]:
     """The headline shapes that a recipe's checkpoint can be tested on: all of them, or for a
     learner with one meta-learned output per way, only the shape it trains (its other shape is
@@ -385,6 +429,8 @@ def summary(entries: list[dict], experiments: Path = EXPERIMENTS) -> str:
             continue
         fingerprint, config = recipe_variant(recipe)
         if config["data"]["name"] != "omniglot" or config["eval"]["protocol"] != "episodes":
+            continue
+        if config["backbone"]["name"] == "genotype":  # a searched cell's test, not the learner's paper (metarun-results variants)
             continue
         runs = [e for e in entries if recipe_name(e) == recipe and variant_of(e) == fingerprint]
         rows[recipe] = (config["algo"]["name"], config["trainer"]["max_time_s"],
@@ -448,6 +494,8 @@ def main(argv=None) -> None:
     tabling.add_argument("--update", type=Path, nargs="*", default=[],
                          help="rewrite the headline table inside these files (between its markers)")
     tabling.add_argument("--all", action="store_true", help="every recorded variant, with its commands")
+    comparing = commands.add_parser("variants", help="one recipe's variants side by side, with paired tests")
+    comparing.add_argument("recipe")
     verifying = commands.add_parser("verify", help="rerun an entry and check the figure against its CI")
     verifying.add_argument("entry", type=Path)
     verifying.add_argument("--workdir", type=Path, help="where the rerun's run dir goes (default: a temp dir)")
@@ -462,6 +510,8 @@ def main(argv=None) -> None:
                 print(f"updated the table in {path}")
             if not args.update:
                 print(generated, end="")
+        elif args.command == "variants":
+            print(variants(load_entries(), args.recipe), end="")
         else:
             ok, message = verify(args.entry, args.workdir)
             print(message)

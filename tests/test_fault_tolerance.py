@@ -96,6 +96,13 @@ def test_a_checkpoint_older_than_a_setting_resumes_while_the_setting_keeps_the_b
     now["algo"]["curriculum_ways"] = 5
     with pytest.raises(RunDirError, match="algo.curriculum_ways: None in the checkpoint, 5 now"):
         check_resume(tmp_path / "last.pt", saved, now)
+    genotype_run = {"backbone": {"name": "genotype", "genotype": "found.json"}}
+    assert check_resume(tmp_path / "last.pt", genotype_run,
+                        {"backbone": {**genotype_run["backbone"], "random_seed": 3, "random_nodes": 3}}) == {}
+    with pytest.raises(RunDirError, match="backbone.genotype: 'found.json' in the checkpoint, 'random' now"):
+        check_resume(tmp_path / "last.pt", genotype_run,
+                     {"backbone": {"name": "genotype", "genotype": "random", "random_seed": 3, "random_nodes": 3}})
+
 
 def test_a_finished_run_continued_with_more_steps_trains_on_and_records_the_change(make_cfg, tmp_path):
     straight, continued = tmp_path / "straight", tmp_path / "continued"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -11,6 +12,7 @@ from torch import nn
 from metarun.algorithms.metanas import MetaNAS
 from metarun.backbones.darts_cells import CellNetwork, all_edges, parse_genotype
 from metarun.cli import run
+from metarun.errors import ConfigError
 from metarun.tasks import TaskBatch
 
 # operations that cannot tell a horizontal stripe pattern from its transpose (they commute with
@@ -124,3 +126,17 @@ def test_a_random_genotype_is_a_valid_cell_pair_of_the_space(tmp_path):
     assert random_genotype(3, seed=4) == random_genotype(3, seed=4) != random_genotype(3, seed=5)
     network = CellNetwork(1, 4, 2, [1], 3, 1, genotype=genotype)
     assert network(torch.rand(2, 1, 12, 12)).shape == (2, network.out_features)
+
+
+def test_a_random_genotype_backbone_draws_the_cell_of_its_seed(make_cfg, tmp_path):
+    """backbone.genotype=random builds the cell scripts/random_genotype.py writes for the run's
+    seed, a new one for another seed; a misspelt file is a one-line error naming the key."""
+    from metarun.backbones import genotype_of
+    from metarun.backbones.darts_cells import random_genotype
+    cells = ["backbone=genotype", "backbone.genotype=random", "backbone.channels=4"]
+    assert genotype_of(make_cfg(*cells, "seed=1").backbone) == random_genotype(3, seed=1)
+    assert genotype_of(make_cfg(*cells, "seed=2").backbone) == random_genotype(3, seed=2) != random_genotype(3, seed=1)
+    assert genotype_of(make_cfg(*cells, "seed=2", "backbone.random_seed=1").backbone) == random_genotype(3, seed=1)
+    with pytest.raises(ConfigError, match="backbone.genotype.*an existing file"):
+        genotype_of(make_cfg("backbone=genotype", f"backbone.genotype={tmp_path / 'missing.json'}").backbone)
+

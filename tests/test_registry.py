@@ -12,7 +12,8 @@ from scipy import stats
 from metarun.errors import MetarunError
 from metarun.registry import (HEADLINE_SHAPES, REGISTRY, TABLE_END, TABLE_START, encode_scores, episode_scores,
                               load_entries, paired_against_best, recipe_variant, record,
-                              shapes_a_recipe_tests, summary, table, variant_of, verify, with_table)
+                              shapes_a_recipe_tests, summary, table, trained_settings, variant_of, variants, verify,
+                              with_table)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHORT = ("algo=maml", "data=sinusoid", "backbone=mlp", "trainer.max_steps=20", "trainer.val_every=0",
@@ -93,6 +94,21 @@ def test_a_setting_added_later_keeps_earlier_runs_current_at_its_old_behaviour()
     assert len(rows) == 2 and any("backbone.downsample=stride" in row for row in rows)
 
 
+def test_random_cells_drawn_per_seed_are_one_row_and_a_fixed_draw_another():
+    """backbone.genotype=random draws a cell per seed (random_seed: ${seed}): its seeds are one
+    row, as seeds are; a draw fixed for every seed is a variant; a genotype file's runs carry no
+    random keys in their fingerprint."""
+    def cell_run(seed: int, genotype: str, random_seed: int | None = None) -> dict:
+        entry = fake_entry("protonet", seed, 0.9, "cells")
+        entry["config"]["seed"] = seed
+        entry["config"]["backbone"] = {"name": "genotype", "genotype": genotype, "random_nodes": 3,
+                                       "random_seed": seed if random_seed is None else random_seed}
+        return entry
+    assert variant_of(cell_run(0, "random")) == variant_of(cell_run(1, "random")) != variant_of(cell_run(1, "random", 0))
+    assert variant_of(cell_run(0, "found.json")) == variant_of(cell_run(1, "found.json"))
+    assert "random_seed" not in json.dumps(trained_settings(cell_run(0, "found.json")))
+
+
 def test_a_checkpoint_tested_with_other_test_time_settings_is_a_row_of_its_own():
     """A mode=eval run of a recipe's checkpoint after 1 inner step instead of the recipe's 10 is
     another variant (the MAML paper's sinusoid figures after 1, 5 and 10 steps): never averaged
@@ -144,6 +160,37 @@ def test_recipes_are_compared_episode_by_episode_against_the_best():
     expected = stats.ttest_rel(episode_scores(runs["close"][0]), np.mean(strong, axis=0)).pvalue
     assert cells["close"] == f"p = {expected:.3g}" and 1e-30 < expected < 1e-3
     assert paired_against_best({"alone": runs["weak"]}) == {}
+
+
+def test_a_recipes_variants_stand_side_by_side_with_paired_tests_against_the_best():
+    """metarun-results variants: one recipe run three ways (a searched cell, a random cell per
+    seed, Conv4), seeds averaged within a variant, each variant tested against the best on the
+    same episodes; test shapes are separate tables; a recipe without runs is an error."""
+    rng = np.random.default_rng(1)
+    hard = rng.uniform(0.4, 1.0, 300)
+
+    def entry(seed, overrides, offset, params, ways=20):
+        scores = np.clip(hard + offset + rng.normal(0, 0.01, 300), 0, 1)
+        made = fake_entry("protonet", seed, float(scores.mean()), "cells")
+        made["results"] |= {"eval_seed": 0, "params": params, "ways": ways}
+        made["config"]["backbone"]["genotype"] = overrides[0] if overrides else "found.json"
+        return made | {"episode_scores": encode_scores(scores),
+                       "overrides": ["+experiment=cells", *overrides, f"seed={seed}", "trainer.progress=false"]}
+
+    entries = [entry(s, [], 0.0, 18300) for s in (0, 1)] + \
+              [entry(s, ["backbone.genotype=random"], -0.05, 10000 + s) for s in (0, 1)] + \
+              [entry(s, ["backbone=conv4", "backbone.channels=26"], 0.002, 18798) for s in (0, 1)] + \
+              [entry(0, [], 0.0, 18300, ways=5)]
+    tables = variants(entries, "cells").split("**omniglot (vinyals) ")
+    twenty = [line for line in tables[2].splitlines() if line.startswith("| `")]
+    assert tables[1].startswith("5-way") and tables[2].startswith("20-way")
+    assert [row.split("`")[1] for row in twenty] == ["backbone=conv4 backbone.channels=26", "no override",
+                                                   "backbone.genotype=random"]
+    assert "| 18,798 |" in twenty[0] and twenty[0].endswith("| best |") and "(2 seeds: " in twenty[0]
+    assert "| 10,000-10,001 |" in twenty[2]
+    assert float(twenty[2].rsplit("| p ", 1)[1].strip(" |=<")) < 1e-6  # 5 points below on every episode
+    with pytest.raises(MetarunError, match="no recorded run of the recipe 'other'"):
+        variants(entries, "other")
 
 
 def test_a_fixed_ways_recipe_fills_only_the_column_of_the_ways_it_trains():
