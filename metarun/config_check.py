@@ -365,6 +365,8 @@ def validate_config(cfg) -> None:
         if cfg.algo.get("outer_step") == "trpo":
             check_trust_region(cfg)
         check_eval_inner_lrs(cfg)
+        if cfg.algo.get("eval_trajectories") is not None:
+            check_integers(cfg, ("algo.eval_trajectories",), 1)
         if cfg.data.name == "gym" and cfg.data.horizon is not None:
             check_integers(cfg, ("data.horizon",), 1)
         allowed = {"bandits": BANDIT_POLICIES, "navigation2d": NAVIGATION_POLICIES, "gym": GYM_POLICIES}[cfg.data.name]

@@ -165,6 +165,24 @@ def test_maml_trpo_adaptation_beats_the_pre_update_policy(make_cfg, tmp_path):
     assert saved["published"]["oracle"] == -2.3
 
 
+def test_the_test_samples_its_own_number_of_trajectories(make_cfg, monkeypatch):
+    """algo.eval_trajectories: each test step of MAML-TRPO samples that many trajectories (the
+    authors' point test: 40), training keeps algo.trajectories; null tests as it trains."""
+    from metarun.algorithms import build_learner
+    from metarun.data.navigation2d import NavigationTasks
+    sampled = []
+    simulate = NavigationTasks.simulate
+    monkeypatch.setattr(NavigationTasks, "simulate", lambda tasks, n: sampled.append(n) or simulate(tasks, n))
+    source = NavigationSource((-0.5, 0.5), 10, 0.1, "distance", 0.01)
+    tasks = source.sample(torch.Generator().manual_seed(0), 1)
+    for eval_trajectories, expected in ((7, 7), (None, 20)):
+        cfg = make_cfg(*MAML_NAV, f"algo.eval_trajectories={'null' if eval_trajectories is None else eval_trajectories}")
+        learner = build_learner(cfg, "navigation", source.image_shape, None, source.action_size)
+        sampled.clear()
+        assert learner.trial_returns(tasks).shape == (cfg.algo.eval_inner_steps + 1,)
+        assert sampled == [expected] * (cfg.algo.eval_inner_steps + 1)
+
+
 def test_meta_rl_runs_resume_to_the_same_parameters(make_cfg, tmp_path):
     straight = make_cfg(*RL2, "trainer.max_steps=40", "trainer.val_every=0", "eval.episodes=5",
                         "trainer.ckpt_every=20", "backbone.hidden=32", "algo.meta_batch=16")
@@ -230,6 +248,7 @@ def test_the_pretrained_baseline_is_trpo_on_all_tasks_without_an_inner_step(make
     ((*MAML_NAV, "trainer.cuda_graph=true"), "trainer.cuda_graph"),
     ((*MAML_NAV, "algo.eval_inner_lrs=[0.5,0.25]"), "algo.eval_inner_lrs"),
     ((*MAML_NAV, "algo.eval_inner_lrs=[0.5,0,0.25]"), "algo.eval_inner_lrs"),
+    ((*MAML_NAV, "algo.eval_trajectories=0"), "algo.eval_trajectories"),
     (("algo=rl2", "data=bandits", "backbone=conv4"), "backbone"),
 ])
 def test_meta_rl_bad_values_name_the_key(make_cfg, overrides, key):

@@ -99,18 +99,22 @@ class MAMLPolicyGradient(MetaLearner):
         # the test's step sizes, one per inner step (None: inner_lr for each)
         self.eval_inner_lrs = list(cfg.eval_inner_lrs) if cfg.get("eval_inner_lrs") is not None else None
         self.trajectories, self.gamma = cfg.trajectories, cfg.gamma
+        # trajectories a test step samples (None: as in training; the authors' point test: 40)
+        self.eval_trajectories = cfg.get("eval_trajectories") or cfg.trajectories
         self.owns_outer_update = cfg.outer_step == "trpo"
         self.trust_region = TrustRegion(**cfg.trpo) if self.owns_outer_update else None
 
-    def rollout(self, params: Params, tasks: ControlTasks, generators: list[torch.Generator]) -> list[Trajectories]:
-        """``self.trajectories`` trajectories on each task with ``params`` stacked along a leading
-        task dimension (each task its own policy), with their advantages. Each task's action noise
+    def rollout(self, params: Params, tasks: ControlTasks, generators: list[torch.Generator],
+                trajectories: int | None = None) -> list[Trajectories]:
+        """``trajectories`` (default: ``self.trajectories``) trajectories on each task with
+        ``params`` stacked along a leading task dimension (each task its own policy), with their
+        advantages. Each task's action noise
         comes from its own generator (``generators``), so a task is played the same way whichever
         tasks share its meta-batch or its process under torchrun. No gradient: the loss
         re-evaluates the policy."""
         with torch.no_grad():
             policy = vmap(lambda p, obs: functional_call(self.policy, p, (obs,)))
-            episodes = tasks.simulate(self.trajectories)
+            episodes = tasks.simulate(trajectories or self.trajectories)
             observations = episodes.reset()
             alive = torch.ones(observations.shape[:2], dtype=torch.bool, device=observations.device)
             steps = []
@@ -211,7 +215,7 @@ class MAMLPolicyGradient(MetaLearner):
         returns = []
         with torch.enable_grad():
             for step in range(self.eval_inner_steps + 1):
-                batch = self.rollout(stack([params]), task, generators)[0]
+                batch = self.rollout(stack([params]), task, generators, self.eval_trajectories)[0]
                 returns.append(batch.returns().mean())
                 if step < self.eval_inner_steps:
                     lr = self.eval_inner_lrs[step] if self.eval_inner_lrs else None

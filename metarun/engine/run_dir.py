@@ -54,6 +54,7 @@ SETTINGS_ADDED_LATER = {
     "algo.rotate_support": False,  # 2026-12-07: R2-D2's, MetaOptNet's and Meta-Baseline's too
     "trainer.init_backbone": None,  # 2026-12-07: a run that starts from another run's backbone
     "algo.optimizer.lr_factors": {},  # 2026-12-07: a rate of their own for some modules (FEAT's set function)
+    "algo.eval_trajectories": None,  # 2026-12-07: the meta-RL test's own number of trajectories
     "backbone.random_seed": unless_random_genotype,  # 2026-12-07: backbone.genotype=random
     "backbone.random_nodes": unless_random_genotype,
 }
