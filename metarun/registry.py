@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -322,6 +323,14 @@ def recipe_variant(recipe: str) -> tuple[str, dict]:
     return variant_of({"config": config}), config
 
 
+@lru_cache(maxsize=None)
+def searched_cell_recipe(recipe: str, experiments: Path = EXPERIMENTS) -> bool:
+    """Whether ``recipe`` is a file of ``conf/experiment/`` on ``backbone=genotype``: a test of a
+    MetaNAS cell (``metarun-results variants``), whose rows, Conv4 controls included, do not
+    stand beside the learner's paper."""
+    return (experiments / f"{recipe}.yaml").is_file() and recipe_variant(recipe)[1]["backbone"]["name"] == "genotype"
+
+
 def current_version_entries(entries: list[dict], experiments: Path = EXPERIMENTS) -> list[dict]:
     """The entries of recipes as their files stand now (the headline table's runs): older versions
     of a recipe, and runs that an override changed, are left out."""
@@ -430,7 +439,7 @@ def summary(entries: list[dict], experiments: Path = EXPERIMENTS) -> str:
         fingerprint, config = recipe_variant(recipe)
         if config["data"]["name"] != "omniglot" or config["eval"]["protocol"] != "episodes":
             continue
-        if config["backbone"]["name"] == "genotype":  # a searched cell's test, not the learner's paper (metarun-results variants)
+        if config["backbone"]["name"] == "genotype":  # searched_cell_recipe
             continue
         runs = [e for e in entries if recipe_name(e) == recipe and variant_of(e) == fingerprint]
         rows[recipe] = (config["algo"]["name"], config["trainer"]["max_time_s"],

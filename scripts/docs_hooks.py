@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from metarun.errors import MetarunError
-from metarun.registry import REGISTRY, load_entries, table, variants
+from metarun.registry import REGISTRY, load_entries, searched_cell_recipe, recipe_name, table, variants
 
 CONF = Path(__file__).resolve().parents[1] / "metarun" / "conf"
 MARKER = re.compile(r"<!-- (algo-config|results|results-data|results-variants): ([\w-]+) -->")
@@ -30,8 +30,8 @@ def replacement(kind: str, name: str) -> str:
             return f"No recorded run of `{name}` yet ([how entries are made](../results-registry.md))."
     field = "data" if kind == "results-data" else "algo"
     entries = [e for e in load_entries(REGISTRY) if name == "all" or e["results"][field] == name]
-    if kind == "results" and name != "all":  # a searched cell's runs answer MetaNAS's question, on its page
-        entries = [e for e in entries if e["config"]["backbone"]["name"] != "genotype"]
+    if kind == "results" and name != "all":  # a searched cell's test is on MetaNAS's page, its controls too
+        entries = [e for e in entries if not searched_cell_recipe(recipe_name(e))]
     if not entries:
         return ("No recorded run yet: this learner has no entry in the results registry "
                 "([how entries are made](../results-registry.md)).")

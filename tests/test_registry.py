@@ -239,3 +239,17 @@ def test_a_run_is_dirty_only_when_the_package_differs_from_its_commit(tmp_path):
     state = git_state(package)
     assert state["git_dirty"] is True and len(state["git_commit"]) == 40
     assert git_state(tmp_path.parent / "elsewhere")["git_commit"] is None
+
+
+def test_pages_quote_the_registry_and_a_searched_cells_test_stays_on_its_page():
+    """The docs hook's markers: a learner's table leaves out the runs of a recipe that tests a
+    MetaNAS cell (its Conv4 control included), which MetaNAS's page shows with paired tests."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("docs_hooks", README.parent / "scripts" / "docs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    protonet = hooks.replacement("results", "protonet")
+    assert "protonet_omniglot_15min" in protonet and "protonet_cell_omniglot_20way" not in protonet
+    cells = hooks.replacement("results-variants", "protonet_cell_omniglot_20way")
+    assert "| `backbone.genotype=random` |" in cells and "| `backbone=conv4 backbone.channels=26` |" in cells
+    assert hooks.replacement("results-variants", "no_such_recipe").startswith("No recorded run")
