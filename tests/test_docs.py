@@ -89,4 +89,3 @@ def test_every_command_in_the_docs_composes(page, arguments, composing):
 def test_a_renamed_or_misspelt_key_in_a_page_fails(arguments, composing):
     with pytest.raises(Exception):
         compose_command(arguments)
-
