@@ -271,8 +271,9 @@ def table(entries: list[dict], command_column: bool = True) -> str:
     commands = []
     for key, members in sorted(groups.items()):
         recipe, algo, setting, _ = key
+        cell_test = searched_cell_recipe(recipe)  # its variants are its overrides; no paper's row
         if key in labels:  # the recipe changed between its runs: which version this row is
-            recipe = f"{recipe}, {labels[key]}"
+            recipe = f"{recipe}, {variant_command(members[0]) if cell_test else labels[key]}"
         members.sort(key=lambda e: e["results"]["seed"])
         scores = [score(e["results"]) for e in members]
         unit = scores[0][2]
@@ -280,15 +281,10 @@ def table(entries: list[dict], command_column: bool = True) -> str:
         mean = float(np.mean([v for v, _, _ in scores]))
         seeds = "seed" if len(members) == 1 else f"{len(members)} seeds"
         metarun = f"**{mean:.2f}{unit}** ({seeds}: {each}){stages_of(members)}"
-        times = [e["train_time_s"] for e in members]
-        machines = sorted({machine_of(e["environment"]) for e in members})
-        training = f"{min(times):.0f}-{max(times):.0f} s" if len(times) > 1 else f"{times[0]:.0f} s"
-        steps = sorted({e["steps"] for e in members})
-        training += (f", {steps[0]:,} steps" if len(steps) == 1 else f", {steps[0]:,}-{steps[-1]:,} steps") + \
-            f"{trained_in(members)}, {'; '.join(machines)}"
+        training = training_cell(members)
         r = members[0]["results"]
         paper = PAPER_RESULTS.get((algo, r["data"], r.get("ways"), r.get("shots"))) \
-            if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs" else None
+            if r["metric"] == "accuracy" and r.get("protocol") != "lake_runs" and not cell_test else None
         paper_cell = "" if paper is None else f"{paper.describe()}: {paper.gap(mean)}"
         if r.get("published"):  # meta-RL: the published returns the test prints
             paper_cell = "; ".join(f"{k}: {v}" for k, v in r["published"].items())
@@ -300,6 +296,16 @@ def table(entries: list[dict], command_column: bool = True) -> str:
     if not command_column:
         lines += ["", "The commands of these rows:", ""] + [f"- {c}" for c in dict.fromkeys(commands)]
     return "\n".join(lines) + "\n"
+
+
+def training_cell(members: list[dict]) -> str:
+    """How a row's runs trained: seconds, outer updates, arithmetic and machines."""
+    times = [e["train_time_s"] for e in members]
+    machines = sorted({machine_of(e["environment"]) for e in members})
+    training = f"{min(times):.0f}-{max(times):.0f} s" if len(times) > 1 else f"{times[0]:.0f} s"
+    steps = sorted({e["steps"] for e in members})
+    training += f", {steps[0]:,} steps" if len(steps) == 1 else f", {steps[0]:,}-{steps[-1]:,} steps"
+    return training + f"{trained_in(members)}, {'; '.join(machines)}"
 
 
 def stages_of(members: list[dict]) -> str:
@@ -379,8 +385,8 @@ def paired_against_best(runs_by_recipe: dict[str, list[dict]]) -> dict[str, str]
 
 def variants(entries: list[dict], recipe: str) -> str:
     """One recipe's variants side by side, a table per test shape: each variant's mean over its
-    seeds (each seed's figure too), its parameters, and a paired t-test against the shape's best
-    variant on the same test episodes (issue 30's comparison of a searched cell with random cells
+    seeds (each seed's figure too), its parameters, a paired t-test against the shape's best
+    variant on the same test episodes, and its training (time, updates, machine) (issue 30's comparison of a searched cell with random cells
     and Conv4 is one recipe run three ways)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for entry in entries:
@@ -395,8 +401,9 @@ def variants(entries: list[dict], recipe: str) -> str:
     for setting in sorted(shape, key=lambda s: (shape[s], s)):
         members = {label[key]: groups[key] for key in sorted(groups) if key[0] == setting}
         against_best = paired_against_best(members)
-        lines += [f"**{setting}**", "", "| variant | parameters | mean over seeds (each seed ± 95% CI) | paired test |",
-                  "|---|---|---|---|"]
+        lines += [f"**{setting}**", "",
+                  "| variant | parameters | mean over seeds (each seed ± 95% CI) | paired test | training |",
+                  "|---|---|---|---|---|"]
         for name, runs in sorted(members.items(), key=lambda item: -np.mean([score(e["results"])[0] for e in item[1]])):
             runs.sort(key=lambda e: e["results"]["seed"])
             scores = [score(e["results"]) for e in runs]
@@ -405,7 +412,7 @@ def variants(entries: list[dict], recipe: str) -> str:
             count = f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}-{params[-1]:,}"
             mean = np.mean([v for v, _, _ in scores])
             lines.append(f"| `{name}` | {count} | **{mean:.2f}{scores[0][2]}** ({len(runs)} seed{'s' * (len(runs) > 1)}: {each}) "
-                         f"| {against_best.get(name, '')} |")
+                         f"| {against_best.get(name, '')} | {training_cell(runs)} |")
         lines.append("")
     return "\n".join(lines)
 

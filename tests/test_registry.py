@@ -186,11 +186,25 @@ def test_a_recipes_variants_stand_side_by_side_with_paired_tests_against_the_bes
     assert tables[1].startswith("5-way") and tables[2].startswith("20-way")
     assert [row.split("`")[1] for row in twenty] == ["backbone=conv4 backbone.channels=26", "no override",
                                                    "backbone.genotype=random"]
-    assert "| 18,798 |" in twenty[0] and twenty[0].endswith("| best |") and "(2 seeds: " in twenty[0]
+    assert "| 18,798 |" in twenty[0] and "| best | 100-101 s, 1,000 steps, CPU, 2 cores |" in twenty[0] and "(2 seeds: " in twenty[0]
     assert "| 10,000-10,001 |" in twenty[2]
-    assert float(twenty[2].rsplit("| p ", 1)[1].strip(" |=<")) < 1e-6  # 5 points below on every episode
+    assert float(twenty[2].split("| p ")[1].split(" |")[0].strip(" =<")) < 1e-6  # 5 points below on every episode
     with pytest.raises(MetarunError, match="no recorded run of the recipe 'other'"):
         variants(entries, "other")
+
+
+def test_a_searched_cells_runs_are_labelled_by_their_overrides_and_stand_beside_no_paper():
+    """In the full table a searched-cell recipe's rows (backbone=genotype: a 4-channel cell, not
+    the paper's network) carry no paper figure, and its variants read as their overrides."""
+    recipe = "protonet_cell_omniglot_20way"
+    found, control = fake_entry("protonet", 0, 0.95, recipe), fake_entry("protonet", 0, 0.93, recipe)
+    found["overrides"] = [f"+experiment={recipe}", "seed=0"]
+    control["overrides"] = [f"+experiment={recipe}", "backbone=conv4", "backbone.channels=26", "seed=0"]
+    control["config"]["backbone"]["channels"] = 26
+    rows = table([found, control]).splitlines()[2:]
+    assert any(f"protonet ({recipe}, backbone=conv4 backbone.channels=26)" in row for row in rows)
+    assert any(f"protonet ({recipe}, no override)" in row for row in rows)
+    assert not any("Snell" in row for row in rows)
 
 
 def test_a_fixed_ways_recipe_fills_only_the_column_of_the_ways_it_trains():
