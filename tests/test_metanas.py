@@ -137,6 +137,8 @@ def test_a_random_genotype_backbone_draws_the_cell_of_its_seed(make_cfg, tmp_pat
     assert genotype_of(make_cfg(*cells, "seed=1").backbone) == random_genotype(3, seed=1)
     assert genotype_of(make_cfg(*cells, "seed=2").backbone) == random_genotype(3, seed=2) != random_genotype(3, seed=1)
     assert genotype_of(make_cfg(*cells, "seed=2", "backbone.random_seed=1").backbone) == random_genotype(3, seed=1)
+    with pytest.raises(ConfigError, match="backbone.random_seed"):
+        genotype_of(make_cfg(*cells, "backbone.random_seed=null").backbone)
     with pytest.raises(ConfigError, match="backbone.genotype.*an existing file"):
         genotype_of(make_cfg("backbone=genotype", f"backbone.genotype={tmp_path / 'missing.json'}").backbone)
 

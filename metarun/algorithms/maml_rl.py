@@ -108,10 +108,9 @@ class MAMLPolicyGradient(MetaLearner):
                 trajectories: int | None = None) -> list[Trajectories]:
         """``trajectories`` (default: ``self.trajectories``) trajectories on each task with
         ``params`` stacked along a leading task dimension (each task its own policy), with their
-        advantages. Each task's action noise
-        comes from its own generator (``generators``), so a task is played the same way whichever
-        tasks share its meta-batch or its process under torchrun. No gradient: the loss
-        re-evaluates the policy."""
+        advantages. Each task's action noise comes from its own generator (``generators``), so a
+        task is played the same way whichever tasks share its meta-batch or its process under
+        torchrun. No gradient: the loss re-evaluates the policy."""
         with torch.no_grad():
             policy = vmap(lambda p, obs: functional_call(self.policy, p, (obs,)))
             episodes = tasks.simulate(trajectories or self.trajectories)

@@ -50,9 +50,11 @@ def genotype_of(cfg) -> dict:
         raise ConfigError("backbone.genotype", cfg.genotype, "the genotype.json a MetaNAS run wrote "
                           "(<run dir>/checkpoints/genotype.json), or random")
     if cfg.genotype == "random":
-        if not isinstance(cfg.random_nodes, int) or cfg.random_nodes < 1:
+        if isinstance(cfg.random_nodes, bool) or not isinstance(cfg.random_nodes, int) or cfg.random_nodes < 1:
             raise ConfigError("backbone.random_nodes", cfg.random_nodes, "an integer >= 1: intermediate nodes a cell")
-        return random_genotype(cfg.random_nodes, int(cfg.random_seed))
+        if isinstance(cfg.random_seed, bool) or not isinstance(cfg.random_seed, int):
+            raise ConfigError("backbone.random_seed", cfg.random_seed, "an integer: the draw's seed (default: the run's seed)")
+        return random_genotype(cfg.random_nodes, cfg.random_seed)
     try:
         return read_genotype(cfg.genotype)
     except FileNotFoundError:
