@@ -425,6 +425,9 @@ def validate_config(cfg) -> None:
         check_reduction_layers(cfg.algo.search_space, "algo.search_space")
     elif cfg.backbone.name == "genotype":
         check_reduction_layers(cfg.backbone, "backbone")
+        if cfg.backbone.genotype == "random":
+            check_integers(cfg, ("backbone.random_nodes",), 1, "(intermediate nodes a cell)")
+            check_integers(cfg, ("backbone.random_seed",), -2**63, "(the draw's seed; default: the run's seed)")
     if cfg.algo.name == "feat":
         check_fraction(cfg, "algo.dropout", "the dropout rate of the set function's output")
         if not is_number(cfg.algo.balance) or cfg.algo.balance < 0:

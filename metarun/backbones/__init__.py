@@ -49,11 +49,7 @@ def genotype_of(cfg) -> dict:
     if not cfg.genotype:
         raise ConfigError("backbone.genotype", cfg.genotype, "the genotype.json a MetaNAS run wrote "
                           "(<run dir>/checkpoints/genotype.json), or random")
-    if cfg.genotype == "random":
-        if isinstance(cfg.random_nodes, bool) or not isinstance(cfg.random_nodes, int) or cfg.random_nodes < 1:
-            raise ConfigError("backbone.random_nodes", cfg.random_nodes, "an integer >= 1: intermediate nodes a cell")
-        if isinstance(cfg.random_seed, bool) or not isinstance(cfg.random_seed, int):
-            raise ConfigError("backbone.random_seed", cfg.random_seed, "an integer: the draw's seed (default: the run's seed)")
+    if cfg.genotype == "random":  # its keys checked at start (config_check)
         return random_genotype(cfg.random_nodes, cfg.random_seed)
     try:
         return read_genotype(cfg.genotype)
