@@ -88,13 +88,19 @@ def find_run_dirs(paths) -> list[Path]:
 
 
 def read_overrides(path: Path) -> dict[str, str]:
-    """``key=value`` overrides of a run (``+``/``++`` prefixes dropped), minus the non-variant keys."""
+    """``key=value`` overrides of a run, minus the non-variant keys (``variant_overrides``)."""
     file = path / ".hydra" / "overrides.yaml"
+    return variant_overrides((yaml.safe_load(file.read_text()) if file.is_file() else None) or [])
+
+
+def variant_overrides(items, not_variant_keys=NOT_VARIANT_KEYS) -> dict[str, str]:
+    """``key=value`` overrides (``+``/``++``/``~`` prefixes dropped) that make a run a variant:
+    all but ``not_variant_keys`` and the data set's and Hydra's keys."""
     overrides = {}
-    for item in (yaml.safe_load(file.read_text()) if file.is_file() else None) or []:
+    for item in items:
         key, _, value = str(item).partition("=")
         key = key.lstrip("+~")
-        if key not in NOT_VARIANT_KEYS and not key.startswith(NOT_VARIANT_PREFIXES):
+        if key not in not_variant_keys and not key.startswith(NOT_VARIANT_PREFIXES):
             overrides[key] = value
     return overrides
 

@@ -229,14 +229,15 @@ def trained_in(members: list[dict]) -> str:
 
 
 # overrides that run a recipe as it is (its seed, how it is shown and tested), not a variant of it
-NOT_A_VARIANT = ("seed", "mode", "trainer.progress", "trainer.ckpt_path", "experiment", "+experiment")
+NOT_A_VARIANT = ("seed", "mode", "trainer.progress", "trainer.ckpt_path", "experiment")
 
 
 def variant_command(entry: dict) -> str:
     """The overrides that make an entry a variant of its recipe (``backbone.genotype=random``)."""
-    kept = [o for o in entry["overrides"]
-            if o.split("=", 1)[0] not in NOT_A_VARIANT and not o.startswith(("data.", "hydra."))]
-    return " ".join(kept) or "no override"
+    from metarun.compare import variant_overrides
+
+    kept = variant_overrides(entry["overrides"], NOT_A_VARIANT)
+    return " ".join(f"{key}={value}" for key, value in kept.items()) or "no override"
 
 
 def variant_labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
