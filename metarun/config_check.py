@@ -556,11 +556,15 @@ def is_config_group(key: str) -> bool:
     return (CONF_DIR / key.replace(".", "/")).is_dir()
 
 
+# mappings whose keys a user names (modules of the learner), each checked where it is used
+USER_NAMED_KEYS = ("algo.optimizer.lr_factors",)
+
+
 def check_added_keys(task_overrides: list[str], compose_without: Callable[[list[str]], DictConfig]) -> None:
     """Refuse ``+key=value`` and ``++key=value`` for a key that conf/ does not declare: Hydra
     suggests the ``+`` when a key is misspelt (``+trainer.max_step=10``), and the run would then
     train with the default it was meant to change. Config groups (``+experiment=...``) are
-    Hydra's to check. ``compose_without(overrides)`` composes the config from other overrides."""
+    Hydra's to check, the keys under ``USER_NAMED_KEYS`` their users'. ``compose_without(overrides)`` composes the config from other overrides."""
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     adds = [o.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not is_config_group(o.key_or_group)
             for o in parsed]
@@ -572,6 +576,8 @@ def check_added_keys(task_overrides: list[str], compose_without: Callable[[list[
         if OmegaConf.select(base, key, default=_MISSING) is not _MISSING:
             continue  # ++ of a declared key: an ordinary override
         parent_key, _, name = key.rpartition(".")
+        if parent_key in USER_NAMED_KEYS:
+            continue
         parent = OmegaConf.select(base, parent_key) if parent_key else base
         siblings = [f"{parent_key}.{k}" if parent_key else k for k in parent] if isinstance(parent, DictConfig) else []
         close = difflib.get_close_matches(key, siblings, n=1)

@@ -246,6 +246,17 @@ def test_lr_factors_errors_name_the_key(make_cfg, overrides, message):
         build_optimizer(build_learner(cfg, "image", (1, 28, 28), None), cfg.algo.optimizer)
 
 
+def test_lr_factors_may_be_added_from_the_command_line_where_other_keys_may_not(make_cfg):
+    """The keys of algo.optimizer.lr_factors name the learner's modules, so a command may add any
+    of them with + (the optimiser then checks the name); a misspelt key beside them is refused."""
+    from metarun.config_check import check_added_keys
+    compose_without = lambda kept: make_cfg(*kept)
+    check_added_keys(["algo=mann", "+algo.optimizer.lr_factors.backbone=0.1"], compose_without)
+    with pytest.raises(ConfigError, match="algo.optimizer.lr_factor=0.1 is not allowed: a key that conf/ declares "
+                                          r"\(did you mean algo.optimizer.lr_factors\?\)"):
+        check_added_keys(["algo=mann", "+algo.optimizer.lr_factor=0.1"], compose_without)
+
+
 def test_cosine_schedule_decays_to_zero_at_total_steps(make_cfg):
     import torch
     from metarun.engine.trainer import build_scheduler
