@@ -47,7 +47,7 @@ POSITIVE = ("algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every", "train
 EPISODE_SHAPE = ("data.ways", "data.shots", "data.queries", "algo.episode.ways", "algo.episode.shots",
                  "algo.episode.queries")
 RL_DATA = {
-    "bandits": {"positive": ("data.arms", "data.horizon"), "choices": {}},
+    "bandits": {"positive": ("data.arms", "data.horizon"), "choices": {"algo.outer_step": ("a2c", "trpo")}},
     "navigation2d": {"positive": ("data.horizon", "data.reference_trajectories", "algo.trajectories"),
                      "choices": {"data.reward": ("distance", "squared_distance"),
                                  "algo.outer_step": ("trpo", "adam")}},

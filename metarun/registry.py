@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from metarun.engine.run_dir import SETTINGS_ADDED_LATER, flatten
+from metarun.engine.run_dir import as_before_the_key, flatten
 from metarun.errors import MetarunError
 from metarun.paper_results import PAPER_RESULTS
 
@@ -208,7 +208,7 @@ def trained_settings(entry: dict) -> dict[str, object]:
         backbone["random_seed"] = "the run's seed"
     flat = flatten({"algo": algo, "backbone": backbone, "data": data, "trainer": trainer})
     flat.pop("algo.scheduler.total_steps", None)
-    flat = {k: v for k, v in flat.items() if k not in SETTINGS_ADDED_LATER or v != SETTINGS_ADDED_LATER[k]}
+    flat = {k: v for k, v in flat.items() if not as_before_the_key(k, flat)}
     # 25 from an override and 25.0 from a YAML file are one setting
     return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in flat.items()}
 

@@ -88,8 +88,9 @@ def test_resuming_with_other_settings_of_what_is_trained_is_refused_and_touches_
 
 
 def test_a_checkpoint_older_than_a_setting_resumes_while_the_setting_keeps_the_behaviour_it_had(tmp_path):
-    """A checkpoint written before metarun had a key (algo.optimizer.lr_factors, algo.curriculum_ways)
-    resumes under the key's default, the behaviour the run had; another value is a change."""
+    """A checkpoint written before metarun had a key (algo.optimizer.lr_factors, algo.curriculum_ways,
+    RL²'s algo.outer_step) resumes under the key's default, the behaviour the run had; another value
+    is a change (keys that only matter with another value, a random cell's or TRPO's, may be anything)."""
     saved = {"algo": {"name": "snail", "optimizer": {"lr": 0.001}}}
     now = {"algo": {"name": "snail", "optimizer": {"lr": 0.001, "lr_factors": {}}, "curriculum_ways": None}}
     assert check_resume(tmp_path / "last.pt", saved, now) == {}
@@ -102,6 +103,13 @@ def test_a_checkpoint_older_than_a_setting_resumes_while_the_setting_keeps_the_b
     with pytest.raises(RunDirError, match="backbone.genotype: 'found.json' in the checkpoint, 'random' now"):
         check_resume(tmp_path / "last.pt", genotype_run,
                      {"backbone": {"name": "genotype", "genotype": "random", "random_seed": 3, "random_nodes": 3}})
+    # RL² before it had TRPO's step: A2C's, whatever TRPO's settings say
+    trpo = {"max_kl": 0.01, "cg_iterations": 10, "damping": 1e-5, "backtrack_ratio": 0.8, "max_backtracks": 15}
+    rl2_run = {"algo": {"name": "rl2", "gamma": 0.99}}
+    assert check_resume(tmp_path / "last.pt", rl2_run,
+                        {"algo": {**rl2_run["algo"], "outer_step": "a2c", "trpo": trpo}}) == {}
+    with pytest.raises(RunDirError, match="algo.outer_step: None in the checkpoint, 'trpo' now"):
+        check_resume(tmp_path / "last.pt", rl2_run, {"algo": {**rl2_run["algo"], "outer_step": "trpo", "trpo": trpo}})
 
 
 def test_a_finished_run_continued_with_more_steps_trains_on_and_records_the_change(make_cfg, tmp_path):

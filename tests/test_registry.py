@@ -94,6 +94,17 @@ def test_a_setting_added_later_keeps_earlier_runs_current_at_its_old_behaviour()
     assert len(rows) == 2 and any("backbone.downsample=stride" in row for row in rows)
 
 
+def test_rl2_runs_from_before_trpo_are_the_a2c_variant_whatever_trpo_settings_say():
+    """RL²'s algo.outer_step arrived with TRPO's settings: a run recorded before them trained with
+    A2C, the same variant as an A2C run that carries TRPO's (unused) settings; a TRPO run is another."""
+    def rl2_run(seed: int, outer_step: str | None) -> dict:
+        entry = fake_entry("rl2", seed, 6.5, "rl2_bandits")
+        if outer_step is not None:
+            entry["config"]["algo"] |= {"outer_step": outer_step, "trpo": {"max_kl": 0.01, "cg_iterations": 10}}
+        return entry
+    assert variant_of(rl2_run(0, None)) == variant_of(rl2_run(1, "a2c")) != variant_of(rl2_run(2, "trpo"))
+
+
 def test_random_cells_drawn_per_seed_are_one_row_and_a_fixed_draw_another():
     """backbone.genotype=random draws a cell per seed (random_seed: ${seed}): its seeds are one
     row, as seeds are; a draw fixed for every seed is a variant; a genotype file's runs carry no

@@ -36,6 +36,11 @@ def unless_random_genotype(now: dict) -> bool:
     return now.get("backbone.genotype") != "random"
 
 
+def unless_trpo(now: dict) -> bool:
+    """TRPO's settings do nothing unless the outer step is TRPO's (RL² had A2C's alone before)."""
+    return now.get("algo.outer_step") != "trpo"
+
+
 # Settings added to the configs after runs had been recorded or checkpointed, each with the value
 # those runs had in effect (the behaviour before the key existed). The registry's fingerprint leaves
 # such a setting out while it has that value, so that adding the key keeps recorded runs current
@@ -57,6 +62,9 @@ SETTINGS_ADDED_LATER = {
     "algo.eval_trajectories": None,  # 2026-12-07: the meta-RL test's own number of trajectories
     "backbone.random_seed": unless_random_genotype,  # 2026-12-07: backbone.genotype=random
     "backbone.random_nodes": unless_random_genotype,
+    "algo.outer_step": "a2c",  # 2026-12-07: RL² with TRPO's step as well as A2C's
+    **{f"algo.trpo.{key}": unless_trpo
+       for key in ("max_kl", "cg_iterations", "damping", "backtrack_ratio", "max_backtracks")},
 }
 
 
@@ -138,7 +146,13 @@ def changed_settings(saved: dict, current: dict) -> dict[str, tuple[object, obje
 def added_as_it_was(key: str, before: dict, now: dict) -> bool:
     """A key the saved config predates, whose present value is what the run had in effect then
     (the value it was added with, or any value a predicate of the present settings allows)."""
-    if key in before or key not in SETTINGS_ADDED_LATER:
+    return key not in before and as_before_the_key(key, now)
+
+
+def as_before_the_key(key: str, now: dict) -> bool:
+    """Whether the flat settings ``now`` give ``key`` the behaviour runs had before it existed
+    (its value then, or a predicate of ``now`` that holds); false for other keys."""
+    if key not in SETTINGS_ADDED_LATER:
         return False
     then = SETTINGS_ADDED_LATER[key]
     return then(now) if callable(then) else now[key] == then
