@@ -564,7 +564,8 @@ def check_added_keys(task_overrides: list[str], compose_without: Callable[[list[
     """Refuse ``+key=value`` and ``++key=value`` for a key that conf/ does not declare: Hydra
     suggests the ``+`` when a key is misspelt (``+trainer.max_step=10``), and the run would then
     train with the default it was meant to change. Config groups (``+experiment=...``) are
-    Hydra's to check, the keys under ``USER_NAMED_KEYS`` their users'. ``compose_without(overrides)`` composes the config from other overrides."""
+    Hydra's to check, the keys under ``USER_NAMED_KEYS`` their users'. ``compose_without(overrides)``
+    composes the config from other overrides."""
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     adds = [o.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not is_config_group(o.key_or_group)
             for o in parsed]

@@ -42,10 +42,12 @@ def unless_trpo(now: dict) -> bool:
 
 
 # Settings added to the configs after runs had been recorded or checkpointed, each with the value
-# those runs had in effect (the behaviour before the key existed). The registry's fingerprint leaves
-# such a setting out while it has that value, so that adding the key keeps recorded runs current
-# (a run that sets another value is a variant of its own); a resume of a checkpoint written before
-# the key existed is no change while the key has that value (or, for a predicate, while it holds).
+# those runs had in effect (the behaviour before the key existed), or a predicate of the present
+# settings that holds while the key changes nothing. The registry's fingerprint leaves such a
+# setting out while it has that value (or its predicate holds), so that adding the key keeps
+# recorded runs current (a run that sets another value is a variant of its own); a resume of a
+# checkpoint written before the key existed is no change while the key has that value (or, for a
+# predicate, while it holds).
 SETTINGS_ADDED_LATER = {
     "backbone.downsample": "max_pool",  # 2026-12-07: Conv4's strided form
     "backbone.readout": "flatten",
