@@ -25,11 +25,11 @@ the hidden states (no optimiser state, so a resumed run takes the same steps).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from dataclasses import replace
 
 from metarun.algorithms.base import MetaLearner, OuterStep
 from metarun.data.bandits import BanditTasks
@@ -86,7 +86,7 @@ class RL2(MetaLearner):
         logits, values, actions, rewards, _ = self.play(tasks, task_generator(tasks, tasks.probs.device))
         advantages = gae(rewards, values.detach(), self.gamma, self.gae_lambda)
         targets = advantages + values.detach()
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = standardised(advantages)
         log_probs = F.log_softmax(logits, -1)
         chosen = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
@@ -101,8 +101,7 @@ class RL2(MetaLearner):
         head refitted to their discounted returns."""
         with torch.no_grad():
             old_logits, values, actions, rewards, states = self.play(tasks, task_generator(tasks, tasks.probs.device))
-        advantages = gae(rewards, values, self.gamma, self.gae_lambda)
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = standardised(gae(rewards, values, self.gamma, self.gae_lambda))
         old_log_probs = F.log_softmax(old_logits, -1)
         old_chosen = old_log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
@@ -139,3 +138,8 @@ class RL2(MetaLearner):
         """The total reward of one trial on ``task`` (a one-element vector)."""
         rewards = self.play(task, task_generator(task, task.probs.device))[3]
         return rewards.sum(1)
+
+
+def standardised(advantages: torch.Tensor) -> torch.Tensor:
+    """Zero mean and unit (sample) standard deviation over the whole batch of trials."""
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
