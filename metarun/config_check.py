@@ -46,13 +46,14 @@ POSITIVE = ("algo.meta_batch", "trainer.max_steps", "trainer.ckpt_every", "train
 # the episode shape of few-shot data (meta-RL task families have none)
 EPISODE_SHAPE = ("data.ways", "data.shots", "data.queries", "algo.episode.ways", "algo.episode.shots",
                  "algo.episode.queries")
+POLICY_INITS = ("torch", "xavier")  # a Gaussian policy's linear layers (metarun/algorithms/maml_rl.py)
 RL_DATA = {
     "bandits": {"positive": ("data.arms", "data.horizon"), "choices": {"algo.outer_step": ("a2c", "trpo")}},
     "navigation2d": {"positive": ("data.horizon", "data.reference_trajectories", "algo.trajectories"),
                      "choices": {"data.reward": ("distance", "squared_distance"),
-                                 "algo.outer_step": ("trpo", "adam")}},
+                                 "algo.outer_step": ("trpo", "adam"), "algo.policy_init": POLICY_INITS}},
     "gym": {"positive": ("data.reference_trajectories", "algo.trajectories"),
-            "choices": {"algo.outer_step": ("trpo", "adam")}},
+            "choices": {"algo.outer_step": ("trpo", "adam"), "algo.policy_init": POLICY_INITS}},
 }
 NON_NEGATIVE = ("trainer.val_every",)
 # integer keys of single algorithms: (key, smallest allowed value)

@@ -202,6 +202,27 @@ def test_the_test_samples_its_own_number_of_trajectories(make_cfg, monkeypatch):
         assert sampled == [expected] * (cfg.algo.eval_inner_steps + 1)
 
 
+def test_the_policy_can_start_as_the_authors_did(make_cfg):
+    """algo.policy_init=xavier: every linear layer of the policy (body and mean) starts with
+    zero biases and Xavier-uniform weights, bounded by sqrt(6 / (fan_in + fan_out)); torch's
+    defaults (the key's default) draw nonzero biases."""
+    from metarun.algorithms import build_learner
+    source = NavigationSource((-0.5, 0.5), 10, 0.1, "distance", 0.01)
+    layers = {}
+    for init in ("torch", "xavier"):
+        torch.manual_seed(0)
+        learner = build_learner(make_cfg(*MAML_NAV, f"algo.policy_init={init}"), "navigation",
+                                source.image_shape, None, source.action_size)
+        layers[init] = [m for m in learner.policy.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(layers["xavier"]) == 3  # two hidden layers and the mean
+    for layer in layers["xavier"]:
+        fan_out, fan_in = layer.weight.shape
+        assert torch.count_nonzero(layer.bias) == 0
+        assert layer.weight.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.std() > 0.5 * (2 / (fan_in + fan_out)) ** 0.5  # drawn, not zeros
+    assert all(torch.count_nonzero(layer.bias) > 0 for layer in layers["torch"])
+
+
 @pytest.mark.parametrize("outer_step", ["a2c", "trpo"])
 def test_meta_rl_runs_resume_to_the_same_parameters(make_cfg, tmp_path, outer_step):
     """RL² under either slow learner (TRPO's refitted value head is part of the parameters)."""
@@ -269,6 +290,7 @@ def test_the_pretrained_baseline_is_trpo_on_all_tasks_without_an_inner_step(make
     ((*MAML_NAV, "algo.eval_inner_lrs=[0.5,0.25]"), "algo.eval_inner_lrs"),
     ((*MAML_NAV, "algo.eval_inner_lrs=[0.5,0,0.25]"), "algo.eval_inner_lrs"),
     ((*MAML_NAV, "algo.eval_trajectories=0"), "algo.eval_trajectories"),
+    ((*MAML_NAV, "algo.policy_init=kaiming"), "algo.policy_init"),
     (("algo=rl2", "data=bandits", "backbone=conv4"), "backbone"),
 ])
 def test_meta_rl_bad_values_name_the_key(make_cfg, overrides, key):

@@ -42,11 +42,23 @@ ControlTasks = "NavigationTasks | GymTasks"
 
 
 class GaussianPolicy(nn.Module):
-    def __init__(self, body: nn.Module, action_size: int):
+    def __init__(self, body: nn.Module, action_size: int, init: str = "torch"):
         super().__init__()
         self.body = body
         self.mean = nn.Linear(body.out_features, action_size)
         self.log_std = nn.Parameter(torch.zeros(action_size))  # standard deviation 1 at the start
+        if init == "xavier":
+            self.initialise_as_the_authors()
+
+    def initialise_as_the_authors(self) -> None:
+        """Xavier-uniform weights and zero biases in every linear layer, as the authors' policy
+        starts (cbfinn/maml_rl, MAMLGaussianMLPPolicy.create_MLP), where torch's defaults draw
+        weights up to 1/sqrt(fan_in) (0.71 in a first layer on 2D positions, against Xavier's
+        0.24) and biases as wide."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mean(self.body(observations)), self.log_std.expand(*observations.shape[:-1], -1)
@@ -93,7 +105,7 @@ class Trajectories:
 class MAMLPolicyGradient(MetaLearner):
     def __init__(self, body: nn.Module, action_size: int, kind: str, cfg):
         super().__init__(kind)
-        self.policy = GaussianPolicy(body, action_size)
+        self.policy = GaussianPolicy(body, action_size, cfg.get("policy_init", "torch"))
         self.first_order = cfg.first_order
         self.inner_lr, self.inner_steps, self.eval_inner_steps = cfg.inner_lr, cfg.inner_steps, cfg.eval_inner_steps
         # the test's step sizes, one per inner step (None: inner_lr for each)
