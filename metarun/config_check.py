@@ -365,11 +365,6 @@ def validate_config(cfg) -> None:
         check_choices(cfg, RL_DATA[cfg.data.name]["choices"])
         if cfg.algo.get("outer_step") == "trpo":
             check_trust_region(cfg)
-        if "pre_update_kl" in cfg.algo:
-            check_booleans(cfg, ("algo.pre_update_kl",))
-            if cfg.algo.pre_update_kl and cfg.algo.outer_step != "trpo":
-                raise ConfigError("algo.pre_update_kl", True, "false unless algo.outer_step=trpo (it is a bound of TRPO's "
-                                  "trust region)")
         check_eval_inner_lrs(cfg)
         if cfg.algo.get("eval_trajectories") is not None:
             check_integers(cfg, ("algo.eval_trajectories",), 1)

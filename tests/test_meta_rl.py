@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
 
 from metarun.cli import run
 from metarun.config_check import validate_config
@@ -203,44 +202,6 @@ def test_the_test_samples_its_own_number_of_trajectories(make_cfg, monkeypatch):
         assert sampled == [expected] * (cfg.algo.eval_inner_steps + 1)
 
 
-def test_the_trust_region_can_bound_the_pre_update_policy_too(make_cfg):
-    """algo.pre_update_kl=true: the KL that TRPO's step keeps within max_kl is the mean of the
-    adapted policies' (on the post-update trajectories) and the pre-update policy's (on the
-    trajectories it sampled), both measured here independently of the step."""
-    from metarun.algorithms import build_learner
-    from metarun.algorithms.base import OuterStep
-    from metarun.algorithms.maml_rl import gaussian_kl, stack
-    from metarun.rl.randomness import task_generator
-    source = NavigationSource((-0.5, 0.5), 20, 0.1, "distance", 0.01)
-    tasks = source.sample(torch.Generator().manual_seed(0), 4)
-    cfg = make_cfg(*MAML_NAV, "algo.pre_update_kl=true", "backbone.hidden=[32]", "algo.trajectories=8",
-                   "algo.meta_batch=4")
-    torch.manual_seed(0)
-    learner = build_learner(cfg, "navigation", source.image_shape, None, source.action_size)
-    generators = [task_generator(task, task.device) for task in tasks]  # the draws meta_update will make
-    with torch.enable_grad():
-        fast, inner = learner.adapt(tasks, generators, create_graph=False)
-    adapted = learner.rollout(stack(fast), tasks, generators)
-    def distributions(params_per_task, batches):  # copies: log_std is a view of a parameter that the step moves
-        return [tuple(t.clone() for t in functional_call(learner.policy, params, (batch.observations,)))
-                for params, batch in zip(params_per_task, batches)]
-
-    with torch.no_grad():
-        pre_before = distributions([dict(learner.policy.named_parameters())] * len(tasks), inner[0])
-        post_before = distributions(fast, adapted)
-    diagnostics = learner.meta_update(tasks, OuterStep(1.0, lambda t: t))
-    with torch.enable_grad():
-        new_fast = learner.readapt(inner, len(tasks), create_graph=False)
-    with torch.no_grad():
-        pre_after = distributions([dict(learner.policy.named_parameters())] * len(tasks), inner[0])
-        post_after = distributions(new_fast, adapted)
-        pre, post = (torch.stack([batch.mean(gaussian_kl(*old, *new)) for batch, old, new in zip(batches, before, after)]).mean()
-                     for batches, before, after in ((inner[0], pre_before, pre_after), (adapted, post_before, post_after)))
-    assert diagnostics["accepted"] == 1 and pre > 0 and post > 0
-    assert float((pre + post) / 2) == pytest.approx(diagnostics["kl"], rel=1e-4)
-    assert diagnostics["kl"] <= cfg.algo.trpo.max_kl
-
-
 def test_the_policy_can_start_as_the_authors_did(make_cfg):
     """algo.policy_init=xavier: every linear layer of the policy (body and mean) starts with
     zero biases and Xavier-uniform weights, bounded by sqrt(6 / (fan_in + fan_out)); torch's
@@ -330,8 +291,6 @@ def test_the_pretrained_baseline_is_trpo_on_all_tasks_without_an_inner_step(make
     ((*MAML_NAV, "algo.eval_inner_lrs=[0.5,0,0.25]"), "algo.eval_inner_lrs"),
     ((*MAML_NAV, "algo.eval_trajectories=0"), "algo.eval_trajectories"),
     ((*MAML_NAV, "algo.policy_init=kaiming"), "algo.policy_init"),
-    ((*MAML_NAV, "algo.pre_update_kl=yes"), "algo.pre_update_kl"),
-    ((*MAML_NAV, "algo.outer_step=adam", "algo.pre_update_kl=true"), "algo.pre_update_kl"),
     (("algo=rl2", "data=bandits", "backbone=conv4"), "backbone"),
 ])
 def test_meta_rl_bad_values_name_the_key(make_cfg, overrides, key):

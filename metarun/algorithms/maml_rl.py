@@ -115,8 +115,6 @@ class MAMLPolicyGradient(MetaLearner):
         self.eval_trajectories = cfg.get("eval_trajectories") or cfg.trajectories
         self.owns_outer_update = cfg.outer_step == "trpo"
         self.trust_region = TrustRegion(**cfg.trpo) if self.owns_outer_update else None
-        # the trust region also bounds the pre-update policy's change on its own trajectories
-        self.pre_update_kl = bool(cfg.get("pre_update_kl", False))
 
     def rollout(self, params: Params, tasks: ControlTasks, generators: list[torch.Generator],
                 trajectories: int | None = None) -> list[Trajectories]:
@@ -187,10 +185,7 @@ class MAMLPolicyGradient(MetaLearner):
         """TRPO's step on the adapted policies' importance-weighted surrogate, within a mean KL
         of ``max_kl`` (scaled by the schedule) between their old and new action distributions on
         the post-adaptation trajectories, both as functions of the meta-parameters through the
-        inner step (Finn et al. 2017, Sec. 5.3; Schulman et al. 2015). With ``pre_update_kl`` the
-        KL bounded is the mean of that one and the pre-update policy's on the trajectories it
-        sampled: the paper's KL never looks at the states only the pre-update policy visits, so
-        nothing holds that policy there (ProMP, Rothfuss et al. 2019, bounds it for this reason)."""
+        inner step (Finn et al. 2017, Sec. 5.3; Schulman et al. 2015)."""
         generators = [task_generator(task, task.device) for task in tasks]
         with torch.enable_grad():
             fast, inner_batches = self.adapt(tasks, generators, create_graph=False)
@@ -198,8 +193,6 @@ class MAMLPolicyGradient(MetaLearner):
         with torch.no_grad():  # copies: with no inner step they would be views of the parameters it moves
             old = [tuple(t.clone() for t in functional_call(self.policy, p, (b.observations,)))
                    for p, b in zip(fast, adapted)]
-            old_pre_update = [tuple(t.clone() for t in self.policy(b.observations)) for b in inner_batches[0]] \
-                if self.pre_update_kl and inner_batches else []
         old_log_probs = [log_prob(mean, log_std, b.actions) for (mean, log_std), b in zip(old, adapted)]
 
         def loss_and_kl(differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,12 +204,7 @@ class MAMLPolicyGradient(MetaLearner):
                 ratio = (log_prob(mean, log_std, batch.actions) - old_log_prob).exp()
                 losses.append(-batch.mean(ratio * batch.advantages))
                 kls.append(batch.mean(gaussian_kl(old_mean, old_log_std, mean, log_std)))
-            kl = torch.stack(kls).mean()
-            if old_pre_update:  # the mean of the two: each distribution on the trajectories it sampled
-                pre_kls = [batch.mean(gaussian_kl(old_mean, old_log_std, *self.policy(batch.observations)))
-                           for batch, (old_mean, old_log_std) in zip(inner_batches[0], old_pre_update)]
-                kl = (kl + torch.stack(pre_kls).mean()) / 2
-            return torch.stack(losses).mean(), kl
+            return torch.stack(losses).mean(), torch.stack(kls).mean()
 
         region = replace(self.trust_region, max_kl=self.trust_region.max_kl * outer.scale)
         with torch.enable_grad():

@@ -66,7 +66,6 @@ SETTINGS_ADDED_LATER = {
     "backbone.random_nodes": unless_random_genotype,
     "algo.outer_step": "a2c",  # 2026-12-07: RL² with TRPO's step as well as A2C's
     "algo.policy_init": "torch",  # 2026-12-07: MAML's Gaussian policy may start as the authors' did
-    "algo.pre_update_kl": False,  # 2026-12-07: MAML-TRPO's trust region on the pre-update policy too
     **{f"algo.trpo.{key}": unless_trpo
        for key in ("max_kl", "cg_iterations", "damping", "backtrack_ratio", "max_backtracks")},
 }
