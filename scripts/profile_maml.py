@@ -2,6 +2,7 @@
 
     python scripts/profile_maml.py                     # paper settings: 5-way 1-shot, 15 queries, meta-batch 32
     python scripts/profile_maml.py algo.task_batching=vmap --threads 1
+    python scripts/profile_maml.py --precision bf16    # as trainer.precision=bf16 trains (autocast)
 
 Prints the operators by their own time, the shares of convolutions, batch norm, max-pool and
 the memory-bound rest, and the convolutions' forward work (the profiler counts no backward work).
@@ -18,6 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 from metarun.algorithms import build_learner
 from metarun.data import build_sources
 from metarun.engine.host_memory import cache_host_memory
+from metarun.engine.precision import autocast_for
 
 # operators' own time grouped by what they compute (substrings of the aten operator names)
 CATEGORIES = {"convolution": ("convolution",), "batch norm": ("batch_norm", "BatchNorm"),
@@ -31,6 +33,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3, help="profiled meta-iterations")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", type=int, default=15, help="operators listed")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: under the autocast that trainer.precision=bf16 trains in")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cache_host_memory(True)
@@ -42,12 +46,15 @@ def main() -> None:
     shape = (cfg.algo.episode.ways, cfg.algo.episode.shots, cfg.algo.episode.queries)
     batches = [train.sample(generator, cfg.algo.meta_batch, *shape) for _ in range(args.iterations + 1)]
 
-    learner.meta_train_step(batches[0])  # warm-up: kernel choice, allocator
+    device = torch.device("cpu")
+    with autocast_for(args.precision, device):
+        learner.meta_train_step(batches[0])  # warm-up: kernel choice, allocator
     learner.zero_grad()
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         started = time.perf_counter()
         for batch in batches[1:]:
-            learner.meta_train_step(batch)
+            with autocast_for(args.precision, device):
+                learner.meta_train_step(batch)
             learner.zero_grad()
         seconds = (time.perf_counter() - started) / args.iterations
     events = prof.key_averages()
@@ -58,7 +65,7 @@ def main() -> None:
         category = next((c for c, words in CATEGORIES.items() if any(w in e.key for w in words)), "other")
         shares[category] += e.self_cpu_time_total / total
     print(f"meta-iteration: {seconds:.3f} s ({1 / seconds:.3f} it/s with the profiler's overhead), "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s), {args.precision}")
     print("own time by kind: " + ", ".join(f"{c} {100 * share:.0f}%" for c, share in shares.items()))
     forward = sum(e.flops for e in events if "conv" in e.key) / args.iterations
     print(f"convolution forward work counted by the profiler: {forward / 1e9:.1f} GFLOP a meta-iteration")
