@@ -20,6 +20,7 @@ default_recipes=(
   anil_omniglot_20way_15min
   maml_omniglot_20way_15min
   mamlpp_omniglot_15min
+  mamlpp_omniglot_20way_15min
   metasgd_omniglot_20way_15min
   fomaml_omniglot_15min
   fomaml_omniglot_20way_15min
