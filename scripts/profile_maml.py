@@ -3,6 +3,7 @@
     python scripts/profile_maml.py                     # paper settings: 5-way 1-shot, 15 queries, meta-batch 32
     python scripts/profile_maml.py algo.task_batching=vmap --threads 1
     python scripts/profile_maml.py --precision bf16    # as trainer.precision=bf16 trains (autocast)
+    python scripts/profile_maml.py --fills             # which operators' zero fills take the time
 
 Prints the operators by their own time, the shares of convolutions, batch norm, max-pool and
 the memory-bound rest, and the convolutions' forward work (the profiler counts no backward work).
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=15, help="operators listed")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="bf16: under the autocast that trainer.precision=bf16 trains in")
+    parser.add_argument("--fills", action="store_true",
+                        help="also list the fills (aten::fill_) by the operator that called them and the shape filled")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cache_host_memory(True)
@@ -50,7 +53,7 @@ def main() -> None:
     with autocast_for(args.precision, device):
         learner.meta_train_step(batches[0])  # warm-up: kernel choice, allocator
     learner.zero_grad()
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=args.fills) as prof:
         started = time.perf_counter()
         for batch in batches[1:]:
             with autocast_for(args.precision, device):
@@ -69,6 +72,26 @@ def main() -> None:
     print("own time by kind: " + ", ".join(f"{c} {100 * share:.0f}%" for c, share in shares.items()))
     forward = sum(e.flops for e in events if "conv" in e.key) / args.iterations
     print(f"convolution forward work counted by the profiler: {forward / 1e9:.1f} GFLOP a meta-iteration")
+    if args.fills:
+        print_fills(prof.events(), args.iterations, args.rows)
+
+
+def print_fills(events, iterations: int, rows: int) -> None:
+    """The time of aten::fill_ a meta-iteration, by the nearest caller that is not a zero_ or a
+    zeros, and by the shape filled."""
+    by_caller: dict[tuple[str, str], list[float]] = {}
+    for event in events:
+        if event.name != "aten::fill_":
+            continue
+        caller = event.cpu_parent
+        while caller is not None and caller.name in ("aten::zero_", "aten::zeros", "aten::zeros_like"):
+            caller = caller.cpu_parent
+        key = (caller.name if caller is not None else "(top level)", str(event.input_shapes[0] if event.input_shapes else ""))
+        by_caller.setdefault(key, []).append(event.cpu_time_total)
+    total = sum(sum(times) for times in by_caller.values())
+    print(f"fills: {total / 1e3 / iterations:.1f} ms a meta-iteration; by caller and shape:")
+    for (caller, shape), times in sorted(by_caller.items(), key=lambda item: -sum(item[1]))[:rows]:
+        print(f"  {sum(times) / 1e3 / iterations:8.1f} ms  {len(times) / iterations:6.0f} calls  {caller} {shape}")
 
 
 if __name__ == "__main__":
